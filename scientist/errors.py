@@ -1,0 +1,37 @@
+"""Typed exceptions raised by scientist.
+
+One small module so callers can catch exactly what they mean to handle. Messages of
+`FormatError` and `EditError` are written for the model that will read them next.
+A failed experiment is not an exception: it is recorded as a result.
+"""
+
+from __future__ import annotations
+
+
+class ScientistError(Exception):
+    """Base class of every error scientist raises on purpose."""
+
+
+class FormatError(ScientistError):
+    """A model reply is not well-formed SEARCH/REPLACE blocks (missing marker, no
+    filename, truncated reply, no blocks at all). The message says what and where."""
+
+
+class EditError(ScientistError):
+    """Parsed edits cannot be applied: a SEARCH text matches nothing or more than once,
+    a path is protected, unknown or outside the project, or a frozen region would change.
+    The message names each failed block, the closest real lines, and the blocks that
+    applied fine; no file has been written when this is raised."""
+
+
+class SeedError(ScientistError):
+    """A seed's `seed.toml` is missing or invalid; the message names the field."""
+
+
+class BudgetExceeded(ScientistError):
+    """A run has used up its allowed budget (tokens, money, time or evaluations)."""
+
+
+class SandboxError(ScientistError):
+    """The sandbox that runs a variant could not be set up or used (not the variant's
+    own failure, which is a result)."""
