@@ -1,0 +1,201 @@
+"""Archive: every variant of a run in an embedded SQLite file inside the run folder.
+
+Each write is its own committed transaction (WAL journal), so a Ctrl-C or `kill -9`
+loses at most the variant in flight. Parent selection reads the archive through a
+policy from `scientist.selection`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from scientist.variant import DONE, PENDING, RUNNING, Fitness, Result, Variant
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS variants (
+    id INTEGER PRIMARY KEY,
+    parent_id INTEGER REFERENCES variants(id),
+    iteration INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    hypothesis TEXT NOT NULL DEFAULT '',
+    rationale TEXT NOT NULL DEFAULT '',
+    prediction TEXT NOT NULL DEFAULT '',
+    proposer TEXT NOT NULL DEFAULT '',
+    commit_sha TEXT,
+    diff TEXT NOT NULL DEFAULT '',
+    fitness REAL,
+    fitness_stderr REAL,
+    fitness_n INTEGER NOT NULL DEFAULT 0,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    result TEXT,
+    error TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    last_used INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, variant_id INTEGER, kind TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+"""
+
+COLUMNS = ("id", "parent_id", "iteration", "status", "hypothesis", "rationale", "prediction",
+           "proposer", "commit_sha", "diff", "fitness", "fitness_stderr", "fitness_n",
+           "metrics", "result", "error", "created_at", "finished_at")
+
+
+class Archive:
+    """SQLite-backed store of a run's variants, run metadata and event log."""
+
+    def __init__(self, path: Path, maximize: bool = True):
+        self.path = Path(path)
+        self.maximize = maximize
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # --- run metadata -------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def log(self, kind: str, text: str, variant_id: int | None = None) -> None:
+        """Append to the run's event log (decisions, rejections, errors)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO events (at, variant_id, kind, text) VALUES (?, ?, ?, ?)",
+                       (time.time(), variant_id, kind, text))
+
+    def events(self, variant_id: int | None = None) -> list[dict[str, Any]]:
+        q = "SELECT at, variant_id, kind, text FROM events"
+        args: tuple = ()
+        if variant_id is not None:
+            q, args = q + " WHERE variant_id = ?", (variant_id,)
+        rows = self.db.execute(q + " ORDER BY id", args).fetchall()
+        return [dict(zip(("at", "variant_id", "kind", "text"), r)) for r in rows]
+
+    # --- variants -----------------------------------------------------------------
+    def new_variant(self, parent_id: int | None, iteration: int, *, status: str = PENDING,
+                    **fields: Any) -> Variant:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO variants (id, parent_id, iteration, status, created_at, last_used) "
+                "VALUES ((SELECT COALESCE(MAX(id) + 1, 0) FROM variants), ?, ?, ?, ?, "
+                "(SELECT COALESCE(MAX(last_used), 0) + 1 FROM variants))",
+                (parent_id, iteration, status, time.time()))
+            vid = cur.lastrowid
+        if fields:
+            self.update(vid, **fields)
+        return self.get(vid)
+
+    def update(self, variant_id: int, **fields: Any) -> None:
+        cols = {"commit": "commit_sha"}
+        sets, args = [], []
+        for k, v in fields.items():
+            col = cols.get(k, k)
+            if col not in COLUMNS or col == "id":
+                raise KeyError(f"archive has no variant field {k!r}")
+            if col == "metrics":
+                v = json.dumps(v)
+            elif col == "result":
+                v = None if v is None else json.dumps(v.to_dict())
+            sets.append(f"{col} = ?")
+            args.append(v)
+        with self._tx() as db:
+            db.execute(f"UPDATE variants SET {', '.join(sets)} WHERE id = ?", (*args, variant_id))
+
+    def record_result(self, variant_id: int, result: Result, status: str) -> None:
+        """Store a variant's evaluation outcome and its aggregated fitness."""
+        self.update(variant_id, status=status, result=result, metrics=result.mean_metrics(),
+                    fitness=result.mean, fitness_stderr=result.stderr,
+                    fitness_n=len(result.values), error=result.reason if not result.ok else "",
+                    finished_at=time.time())
+
+    def touch(self, variant_id: int) -> None:
+        """Mark a variant as just used (selected as parent): LRU order for selection pools."""
+        with self._tx() as db:
+            db.execute("UPDATE variants SET last_used = (SELECT MAX(last_used) + 1 FROM variants)"
+                       " WHERE id = ?", (variant_id,))
+
+    def get(self, variant_id: int) -> Variant:
+        row = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM variants WHERE id = ?",
+                              (variant_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no variant {variant_id} in {self.path}")
+        return _variant(row)
+
+    def all(self) -> list[Variant]:
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM variants ORDER BY id")
+        return [_variant(r) for r in rows.fetchall()]
+
+    def with_status(self, *statuses: str) -> list[Variant]:
+        marks = ", ".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM variants WHERE status IN ({marks}) ORDER BY id",
+            statuses)
+        return [_variant(r) for r in rows.fetchall()]
+
+    def last_used(self) -> dict[int, int]:
+        return dict(self.db.execute("SELECT id, last_used FROM variants").fetchall())
+
+    def candidates(self) -> list[Variant]:
+        """Variants that may be parents: evaluated successfully, with a fitness."""
+        return [v for v in self.with_status(DONE) if v.fitness is not None]
+
+    def fitness(self, v: Variant) -> Fitness:
+        return Fitness(v.fitness, self.maximize)
+
+    def best(self, n: int = 1) -> list[Variant]:
+        return sorted(self.candidates(), key=lambda v: self.fitness(v).key, reverse=True)[:n]
+
+    def lineage(self, variant_id: int) -> list[Variant]:
+        """The chain from the root (baseline) to this variant, root first."""
+        chain, vid = [], variant_id
+        while vid is not None:
+            v = self.get(vid)
+            chain.append(v)
+            vid = v.parent_id
+        return chain[::-1]
+
+    def in_flight(self) -> list[Variant]:
+        """Variants a crash left unfinished; resume evaluates them again."""
+        return self.with_status(PENDING, RUNNING)
+
+    def next_id(self) -> int:
+        """The id the next variant will get (the baseline is 0)."""
+        return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM variants").fetchone()[0]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM variants").fetchone()[0]
+
+
+def _variant(row: tuple) -> Variant:
+    d = dict(zip(COLUMNS, row))
+    d["commit"] = d.pop("commit_sha")
+    d["metrics"] = json.loads(d["metrics"] or "{}")
+    d["result"] = Result.from_dict(json.loads(d["result"])) if d["result"] else None
+    return Variant(**d)

@@ -1,0 +1,258 @@
+"""Command line: `scientist run | resume | runs | show | report`."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from scientist.archive import Archive
+from scientist.config import DEFAULT_RUNS_DIR, RunConfig, load_config_file, parse_duration
+from scientist.console import hms, shorten
+from scientist.errors import ScientistError
+from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
+
+console = Console(highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ScientistError as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scientist", description=__doc__)
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="start a run on a seed")
+    r.add_argument("--seed", help="built-in seed name (e.g. vsml) or path to a seed folder")
+    r.add_argument("--config", help="TOML file with run settings (flags override it)")
+    r.add_argument("--run-id", help="name of the run folder (default: timestamp-seed)")
+    _budget_flags(r)
+    r.add_argument("--scale", help="seed scale: test, smoke (default) or full")
+    r.add_argument("--selection", choices=["fme", "greedy", "uniform"],
+                   help="parent selection policy (default fme: fitness-monotonic)")
+    r.add_argument("--proposer", help="what proposes edits (default: offline)")
+    r.add_argument("--sandbox", help="where variants run (default: local)")
+    r.add_argument("--workers", type=int, help="training seeds run in parallel")
+    r.add_argument("--rng-seed", type=int, help="seed of the run's own random choices")
+    r.add_argument("--no-report", dest="report", action="store_const", const=False,
+                   help="do not write the report at the end")
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("resume", help="continue an interrupted run where it stopped")
+    s.add_argument("run", help="run id, run folder, or 'latest'")
+    _budget_flags(s)
+    s.set_defaults(func=cmd_resume)
+
+    ls = sub.add_parser("runs", help="list runs with their status and best fitness")
+    ls.set_defaults(func=cmd_runs)
+
+    sh = sub.add_parser("show", help="show a run, or one variant of it")
+    sh.add_argument("run", help="run id, run folder, or 'latest'")
+    sh.add_argument("variant", nargs="?", help="variant id (e.g. 3 or v0003)")
+    sh.add_argument("--logs", action="store_true", help="print the full logs of each seed")
+    sh.set_defaults(func=cmd_show)
+
+    rep = sub.add_parser("report", help="write (and compile) a run's LaTeX report")
+    rep.add_argument("run", help="run id, run folder, or 'latest'")
+    rep.add_argument("--no-pdf", action="store_true", help="write report.tex only")
+    rep.set_defaults(func=cmd_report)
+
+    for q in (r, s, ls, sh, rep):
+        q.add_argument("--runs-dir", default=None,
+                       help=f"folder of run folders (default: {DEFAULT_RUNS_DIR})")
+    return p
+
+
+def _budget_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=int, help="number of proposals after the baseline")
+    p.add_argument("--time-budget", type=parse_duration,
+                   help="wall-clock budget for the run, e.g. 600, 10m, 2h")
+    p.add_argument("--approve", action="store_const", const=True,
+                   help="ask before each variant runs (approve / reject with reason / quit)")
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """One process at a time writes a run."""
+    with open(run_dir / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ScientistError(f"{run_dir} is in use by another scientist process") from None
+        yield
+
+
+def _execute(run: Run) -> int:
+    with locked(run.dir):
+        try:
+            run.execute()
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            run.close()
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    cfg = RunConfig()
+    if a.config:
+        cfg = cfg.merged(load_config_file(a.config))
+    cfg = cfg.merged({k: getattr(a, k) for k in (
+        "seed", "scale", "iterations", "time_budget", "selection", "proposer", "sandbox",
+        "approve", "workers", "rng_seed", "run_id", "report", "runs_dir")})
+    return _execute(Run.create(cfg, console))
+
+
+def cmd_resume(a: argparse.Namespace) -> int:
+    run_dir = resolve_run(a.run, a.runs_dir)
+    overrides = {k: getattr(a, k) for k in ("iterations", "time_budget", "approve")}
+    return _execute(Run.open(run_dir, console, **overrides))
+
+
+def runs_dir(arg: str | None) -> Path:
+    return Path(arg) if arg else DEFAULT_RUNS_DIR
+
+
+def resolve_run(name: str, runs: str | None) -> Path:
+    base = runs_dir(runs)
+    if name == "latest":
+        found = sorted(all_runs(base), key=lambda d: (d / ARCHIVE).stat().st_mtime)
+        if not found:
+            raise ScientistError(f"no runs in {base}")
+        return found[-1]
+    for cand in (Path(name), base / name):
+        if (cand / CONFIG).is_file():
+            return cand
+    raise ScientistError(f"no run {name!r} (looked in {base}); `scientist runs` lists them")
+
+
+def all_runs(base: Path) -> list[Path]:
+    return sorted(d for d in base.glob("*") if (d / CONFIG).is_file() and (d / ARCHIVE).is_file())
+
+
+def cmd_runs(a: argparse.Namespace) -> int:
+    base = runs_dir(a.runs_dir)
+    t = Table(title=f"runs in {base}")
+    for col in ("run", "seed", "scale", "status", "variants", "failed", "best", "baseline",
+                "elapsed"):
+        t.add_column(col)
+    for d in all_runs(base):
+        cfg = json.loads((d / CONFIG).read_text())
+        arch = Archive(d / ARCHIVE)
+        try:
+            arch.maximize = bool(arch.get_meta("maximize", True))
+            vs = arch.all()
+            best = arch.best(1)
+            base_v = next((v for v in vs if v.id == 0), None)
+            t.add_row(d.name, Path(cfg["seed"]).name, cfg["scale"],
+                      arch.get_meta("status", "?"), str(len(vs)),
+                      str(sum(v.status in ("failed", "invalid") for v in vs)),
+                      f"{best[0].fitness:.4f} ({best[0].name})" if best else "—",
+                      f"{base_v.fitness:.4f}" if base_v and base_v.fitness is not None else "—",
+                      hms(arch.get_meta("elapsed_seconds", 0.0)))
+        finally:
+            arch.close()
+    console.print(t)
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    run_dir = resolve_run(a.run, a.runs_dir)
+    arch = Archive(run_dir / ARCHIVE)
+    try:
+        arch.maximize = bool(arch.get_meta("maximize", True))
+        if a.variant is None:
+            return _show_run(run_dir, arch)
+        vid = int(a.variant.lstrip("v"))
+        try:
+            v = arch.get(vid)
+        except KeyError as e:
+            raise ScientistError(str(e)) from None
+        return _show_variant(run_dir, arch, v, a.logs)
+    except ValueError:
+        raise ScientistError(f"variant must be a number like 3 or v0003, not {a.variant!r}") from None
+    finally:
+        arch.close()
+
+
+def _show_run(run_dir: Path, arch: Archive) -> int:
+    metric = arch.get_meta("metric", "fitness")
+    console.print(f"[bold]{run_dir.name}[/]: {arch.get_meta('seed_title', '')} — status "
+                  f"{arch.get_meta('status')}, {hms(arch.get_meta('elapsed_seconds', 0.0))} elapsed, "
+                  f"proposer: {arch.get_meta('proposer_description', '?')}")
+    t = Table()
+    for col in ("variant", "parent", "iter", "status", metric, "± se", "hypothesis / error"):
+        t.add_column(col)
+    for v in arch.all():
+        t.add_row(v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
+                  v.status, "—" if v.fitness is None else f"{v.fitness:.4f}",
+                  "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}",
+                  shorten(v.error if v.status != "done" and v.error else
+                          v.hypothesis or "baseline", 70))
+    console.print(t)
+    return 0
+
+
+def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
+    console.print(f"[bold]{v.name}[/] (parent {'—' if v.parent_id is None else f'v{v.parent_id:04d}'},"
+                  f" iteration {v.iteration}, status {v.status}, proposer {v.proposer or '—'},"
+                  f" commit {v.commit or '—'})")
+    if v.created_at:
+        console.print(f"created {datetime.fromtimestamp(v.created_at):%Y-%m-%d %H:%M:%S}")
+    for label, text in (("Hypothesis", v.hypothesis), ("Rationale", v.rationale),
+                        ("Predicted", v.prediction), ("Error", v.error)):
+        if text:
+            console.print(f"[bold]{label}:[/] {text}")
+    if v.fitness is not None:
+        se = f" ± {v.fitness_stderr:.4f}" if v.fitness_stderr is not None else ""
+        console.print(f"[bold]Fitness:[/] {v.fitness:.4f}{se} (n={v.fitness_n})")
+    if v.metrics:
+        console.print("[bold]Metrics (mean over seeds):[/] " +
+                      ", ".join(f"{k}={x:.4g}" for k, x in v.metrics.items()))
+    for e in arch.events(v.id):
+        console.print(f"[bold]{e['kind']}:[/] {e['text']}")
+    if v.diff:
+        console.print(Syntax(v.diff, "diff", theme="ansi_dark", word_wrap=True))
+    for s in (v.result.seeds if v.result else []):
+        console.print(f"[bold]training seed {s.seed}:[/] {s.status} {s.reason} — train "
+                      f"{s.train_seconds:.1f} s, eval {s.eval_seconds:.1f} s, peak "
+                      f"{s.peak_rss_mb:.0f} MiB; metrics {s.metrics}")
+        folder = run_dir / VARIANTS / v.name / f"seed-{s.seed}"
+        if logs:
+            for f in sorted(folder.glob("*.out")) + sorted(folder.glob("*.err")):
+                console.print(f"[dim]── {f} ──[/]")
+                console.print(f.read_text(errors="replace"), markup=False)
+        elif s.stderr_tail.strip() and not s.ok:
+            console.print(f"[dim]stderr (tail; --logs for all, in {folder}):[/]")
+            console.print(s.stderr_tail, markup=False)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from scientist.report import write_report
+
+    run_dir = resolve_run(a.run, a.runs_dir)
+    rep = write_report(run_dir, compile_pdf=False if a.no_pdf else None)
+    console.print(f"wrote {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else f" (no PDF: {rep.message})"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

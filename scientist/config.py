@@ -1,0 +1,101 @@
+"""Run configuration: defaults < config file (TOML) < command-line flags.
+
+The resolved configuration is saved as `config.json` in the run folder; `resume` reads
+it back, so a resumed run continues with exactly the settings it started with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from scientist.errors import ScientistError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS_DIR = ROOT / "runs"
+
+
+@dataclass
+class RunConfig:
+    seed: str = "vsml"
+    """Built-in seed name (a folder under seeds/) or a path to a folder with a seed.toml."""
+    scale: str = "smoke"
+    """Scale preset of the seed: `test` (seconds), `smoke` (minutes, CPU), `full` (GPU)."""
+    iterations: int | None = None
+    """Proposals to make after the baseline; default: the scale's `iterations` in seed.toml."""
+    time_budget: float | None = None
+    """Wall-clock budget in seconds for the whole run; no new variant starts past it."""
+    selection: str = "fme"
+    """Parent selection: `fme` (fitness-monotonic, default), `greedy`, `uniform`."""
+    fme_buckets: int = 10
+    """FME: number of fitness buckets over the current fitness range."""
+    fme_temperature: float = 0.2
+    """FME: bucket b of m is chosen with weight exp(b/(m-1)/temperature); lower = greedier."""
+    fme_capacity: int = 10
+    """FME: each bucket's selection pool keeps its most recently used members up to this."""
+    proposer: str = "offline"
+    """What proposes edits: `offline` (no LLM; mutates the seed's declared knobs)."""
+    sandbox: str = "local"
+    """Where variants run: `local` (subprocesses with time and memory limits)."""
+    approve: bool = False
+    """Ask a human in the terminal before each variant runs."""
+    workers: int | None = None
+    """Training seeds run in parallel; default: min(training seeds, CPU cores)."""
+    rng_seed: int = 0
+    """Seed of the run's own random choices (selection, offline proposals)."""
+    runs_dir: str = str(DEFAULT_RUNS_DIR)
+    """Folder that holds run folders."""
+    run_id: str | None = None
+    """Name of the run folder; default: a timestamp and the seed's name."""
+    report: bool = True
+    """Write (and compile, if TeX is installed) the report when the run ends."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ScientistError(f"{source}: unknown settings {sorted(unknown)}; "
+                                 f"known: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("time_budget"), str):
+            d["time_budget"] = parse_duration(d["time_budget"])
+        return cls(**d)
+
+    def merged(self, overrides: dict[str, Any]) -> RunConfig:
+        d = asdict(self)
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return RunConfig.from_dict(d)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ScientistError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScientistError(f"config file {p} is not valid TOML: {e}") from None
+    return raw.get("run", raw)
+
+
+def parse_duration(text: str | float) -> float:
+    """`600`, `90s`, `10m`, `1.5h` -> seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", text)
+    if not m:
+        raise ScientistError(f"cannot read duration {text!r}: use e.g. 600, 90s, 10m, 2h")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]

@@ -1,0 +1,271 @@
+"""Run: the research loop over one seed, and its run folder.
+
+    select parent -> propose -> (approve) -> apply edits + commit -> evaluate -> archive
+
+State lives in the run folder after every step: the variant row is written (with its
+commit) before it is evaluated and again when its result is known, so Ctrl-C or
+`kill -9` loses at most the variant in flight, which `resume` evaluates again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from scientist.archive import Archive
+from scientist.config import RunConfig
+from scientist.console import Progress, best_table
+from scientist.edits import apply_edits, unified_diff
+from scientist.errors import EditError, FormatError, ScientistError
+from scientist.evaluator import Evaluator
+from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
+from scientist.proposer import Context, Proposer, make_proposer
+from scientist.sandbox import Sandbox, make_sandbox
+from scientist.seed import Seed, load_seed
+from scientist.selection import NoParentError, Policy, make_policy
+from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
+                               Variant)
+from scientist.workspace import Workspace
+
+CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
+
+
+class Stop(Exception):
+    """The loop stops early (user quit, budget reached); the archive is intact."""
+
+
+@dataclass
+class Run:
+    dir: Path
+    config: RunConfig
+    seed: Seed
+    archive: Archive
+    workspace: Workspace
+    sandbox: Sandbox
+    proposer: Proposer
+    policy: Policy
+    gate: Gate
+    console: Console
+
+    # --- construction -----------------------------------------------------------------
+    @classmethod
+    def create(cls, config: RunConfig, console: Console) -> Run:
+        seed = load_seed(config.seed)
+        scale = seed.scale(config.scale)
+        if config.iterations is None:
+            config.iterations = scale.iterations
+        run_id = config.run_id or f"{datetime.now():%Y%m%d-%H%M%S}-{seed.name}"
+        run_dir = Path(config.runs_dir) / run_id
+        if run_dir.exists():
+            raise ScientistError(f"run folder {run_dir} exists already; pick another --run-id "
+                                 f"or continue it with `scientist resume {run_id}`")
+        config.run_id, config.seed = run_id, str(seed.path)
+        run_dir.mkdir(parents=True)
+        (run_dir / CONFIG).write_text(config.to_json())
+        Workspace.create(run_dir / REPO, seed)
+        archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
+        for k, v in dict(seed_name=seed.name, seed_title=seed.title, seed_summary=seed.summary,
+                         metric=seed.metric, maximize=seed.maximize, status="created",
+                         created_at=time.time(), elapsed_seconds=0.0).items():
+            archive.set_meta(k, v)
+        return cls._assemble(run_dir, config, seed, archive, console)
+
+    @classmethod
+    def open(cls, run_dir: Path, console: Console, **overrides: object) -> Run:
+        cfg_path = run_dir / CONFIG
+        if not cfg_path.is_file():
+            raise ScientistError(f"{run_dir} is not a run folder (no {CONFIG})")
+        config = RunConfig.from_dict(json.loads(cfg_path.read_text()), str(cfg_path))
+        config = config.merged(overrides)
+        (run_dir / CONFIG).write_text(config.to_json())
+        seed = load_seed(config.seed)
+        archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
+        return cls._assemble(run_dir, config, seed, archive, console)
+
+    @classmethod
+    def _assemble(cls, run_dir: Path, config: RunConfig, seed: Seed, archive: Archive,
+                  console: Console) -> Run:
+        proposer = make_proposer(config.proposer)
+        policy = make_policy(config.selection, buckets=config.fme_buckets,
+                             temperature=config.fme_temperature, capacity=config.fme_capacity)
+        gate: Gate = TerminalGate(console) if config.approve else AutoGate()
+        archive.set_meta("proposer_uses_llm", proposer.uses_llm)
+        archive.set_meta("proposer_description", proposer.describe())
+        return cls(run_dir, config, seed, archive, Workspace(run_dir / REPO),
+                   make_sandbox(config.sandbox), proposer, policy, gate, console)
+
+    # --- the loop -----------------------------------------------------------------------
+    def banner(self) -> str:
+        llm = "no LLM configured" if not self.proposer.uses_llm else "LLM"
+        return (f"scientist: seed [bold]{self.seed.name}[/] at scale [bold]{self.config.scale}"
+                f"[/], {self.sandbox.name} sandbox, {self.proposer.name} proposer ({llm}), "
+                f"selection {self.policy.name}, run folder {self.dir}")
+
+    def execute(self) -> None:
+        scale = self.seed.scale(self.config.scale)
+        workers = self.config.workers or max(1, min(scale.training_seeds, os.cpu_count() or 1))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        self.evaluator = Evaluator(self.seed, scale, self.workspace, self.sandbox,
+                                   self.workspace.head_of("v0000"), workers, threads)
+        self.progress = Progress(self.console, self.config.iterations or 0,
+                                 self.archive.get_meta("elapsed_seconds", 0.0))
+        self.console.print(self.banner(), highlight=False)
+        if not self.proposer.uses_llm:
+            self.console.print(f"  {self.proposer.describe()}", highlight=False)
+        self.archive.set_meta("status", "running")
+        self.archive.set_meta("started_at", self.archive.get_meta("started_at") or time.time())
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self._baseline()
+            for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
+                self.progress.line(v.iteration, f"{v.name} was in flight when the run stopped; "
+                                                "evaluating it again")
+                self._evaluate(v)
+            self._loop()
+            self._finish("finished")
+        except KeyboardInterrupt:
+            self.sandbox.kill_all()
+            self._finish("interrupted")
+            self.console.print(f"[yellow]Interrupted.[/] The archive is intact; continue with "
+                               f"`scientist resume {self.dir.name}`.")
+            raise
+        except Stop as e:
+            self._finish("stopped")
+            self.console.print(f"[yellow]Stopped:[/] {e}")
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            self.sandbox.kill_all()
+
+    def _baseline(self) -> None:
+        if self.archive.count():
+            return
+        v = self.archive.new_variant(None, 0, status=RUNNING, commit=self.workspace.head_of("v0000"),
+                                     hypothesis="", proposer="baseline")
+        self.progress.line(0, f"{v.name}: evaluating the unmodified seed "
+                              f"({self.evaluator.scale.training_seeds} training seeds)")
+        self._evaluate(v)
+
+    def _loop(self) -> None:
+        total = self.config.iterations or 0
+        while (k := self._next_iteration()) <= total:
+            self._check_budget()
+            self._iteration(k)
+
+    def _next_iteration(self) -> int:
+        return max((v.iteration for v in self.archive.all()), default=0) + 1
+
+    def _check_budget(self) -> None:
+        budget = self.config.time_budget
+        if budget is None:
+            return
+        done = [v for v in self.archive.all() if v.finished_at and v.status in (DONE, FAILED)]
+        last = self._duration(done[-1]) if done else 0.0
+        if self.progress.elapsed + last > budget:
+            raise Stop(f"time budget of {budget:.0f} s reached after "
+                       f"{self.progress.elapsed:.0f} s (a variant takes about {last:.0f} s)")
+
+    @staticmethod
+    def _duration(v: Variant) -> float:
+        if not v.result:
+            return 0.0
+        return max((s.train_seconds + s.eval_seconds for s in v.result.seeds), default=0.0)
+
+    def _iteration(self, k: int) -> None:
+        rng = random.Random(f"{self.config.rng_seed}:{k}")
+        try:
+            parent = self.policy.select(self.archive, rng)
+        except NoParentError as e:
+            raise Stop(str(e)) from None
+        self.archive.touch(parent.id)
+        files = self.workspace.read(parent.commit, self.seed.editable)
+        try:
+            proposal = self.proposer.propose(Context(self.seed, parent, files,
+                                                     self.archive.all(), rng))
+            new_files = apply_edits(files, proposal.edits, editable=self.seed.editable,
+                                    protected=self.seed.protected)
+        except (FormatError, EditError, ValueError) as e:
+            v = self.archive.new_variant(parent.id, k, status=INVALID, error=str(e),
+                                         proposer=self.proposer.name, finished_at=time.time())
+            self.progress.line(k, f"{v.name} from {parent.name}: [red]invalid proposal[/] — {e}")
+            return
+        diff = unified_diff(files, {**files, **new_files})
+        label = f"iteration {k}, parent {parent.name} (fitness {Fitness(parent.fitness)})"
+        decision = self.gate.review(proposal, diff, label)
+        if decision.action == QUIT:
+            raise Stop(decision.reason)
+        if decision.action != APPROVE:
+            v = self._record(parent, k, proposal, REJECTED, diff=diff, error=decision.reason)
+            self.archive.log("rejected", decision.reason, v.id)
+            self.progress.line(k, f"{v.name}: rejected by the user — {decision.reason}")
+            return
+        vid = self.archive.next_id()
+        sha = self.workspace.commit(parent.commit, new_files,
+                                    _message(vid, parent, proposal), f"v{vid:04d}")
+        v = self._record(parent, k, proposal, RUNNING, commit=sha,
+                         diff=self.workspace.diff(parent.commit, sha))
+        if v.id != vid:  # only one process may write a run at a time
+            raise ScientistError(f"variant id {v.id} does not match its branch v{vid:04d}; "
+                                 "is another process writing to this run?")
+        self.progress.line(k, f"{v.name} from {parent.name}: {proposal.hypothesis}")
+        self._evaluate(v)
+
+    def _record(self, parent: Variant, k: int, p: Proposal, status: str, **kw: object) -> Variant:
+        return self.archive.new_variant(parent.id, k, status=status, hypothesis=p.hypothesis,
+                                        rationale=p.rationale, prediction=p.prediction,
+                                        proposer=p.proposer, **kw)
+
+    def _evaluate(self, v: Variant) -> None:
+        self.archive.update(v.id, status=RUNNING)
+        folder = self.dir / VARIANTS / v.name
+        result = self.evaluator.evaluate(
+            v.commit, folder,
+            on_seed=lambda r: self.progress.seed_done(v.iteration, v, r, self.seed.metric))
+        self.archive.record_result(v.id, result, DONE if result.ok else FAILED)
+        self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
+        fit = Fitness(result.mean, self.seed.maximize)
+        if result.ok:
+            new_best = self.progress.best is None or fit.better_than(self.progress.best)
+            if new_best:
+                self.progress.best = fit
+                self.workspace.tag_best(v.commit)
+            se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
+            self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} over "
+                                            f"{len(result.values)} seeds"
+                                            + (" [green]new best[/]" if new_best else ""))
+        else:
+            self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
+
+    def _finish(self, status: str) -> None:
+        a = self.archive
+        a.set_meta("status", status)
+        a.set_meta("elapsed_seconds", self.progress.elapsed)
+        a.set_meta("finished_at", time.time())
+        self.console.print(best_table(a.all(), self.seed.maximize, self.seed.metric))
+        if status == "interrupted" or not self.config.report:
+            return
+        from scientist.report import write_report
+
+        rep = write_report(self.dir)
+        self.console.print(f"report: {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
+                                                   f" (no PDF: {rep.message})"))
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+def _message(vid: int, parent: Variant, p: Proposal) -> str:
+    return (f"v{vid:04d}: {p.hypothesis}\n\nparent: {parent.name}\nproposer: {p.proposer}\n\n"
+            f"Rationale: {p.rationale}\nPredicted: {p.prediction}\n")
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+

@@ -1,0 +1,216 @@
+"""Sandboxes run one step (train or evaluate) of a variant and report how it ended.
+
+`LocalSandbox` runs the step as a subprocess in its own session (process group) with:
+a wall-clock limit (the whole group is killed), a resident-memory limit over the whole
+process tree (polled; the group is killed when it is exceeded), an environment built
+from an allow-list (no API keys or other secrets), a working copy of the variant as its
+current directory, and stdout/stderr captured to files. It does not confine file writes
+or the network: that is what the Docker sandbox is for. A crash, timeout or OOM is an
+outcome, never an exception.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+# Variables a step may inherit from the host. Everything else (API keys, tokens, cloud
+# credentials, SSH agents, ...) is withheld.
+ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "CUDA_VISIBLE_DEVICES",
+             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
+POLL_SECONDS = 0.1
+TERM_GRACE_SECONDS = 3.0
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command to run for a variant."""
+
+    kind: str  # "train" or "evaluate"
+    command: str  # already formatted; split with shlex
+    cwd: Path  # the variant's working copy
+    out: Path  # the one folder the step is meant to write
+    stdout: Path
+    stderr: Path
+    timeout: float
+    memory_mb: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    status: str  # ok | crash | timeout | oom
+    returncode: int | None
+    seconds: float
+    peak_rss_mb: float
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class Sandbox(Protocol):
+    name: str
+    python: str
+
+    def run(self, step: Step) -> StepOutcome: ...
+
+    def kill_all(self) -> None: ...
+
+
+def clean_env(extra: Mapping[str, str], threads: int, home: Path) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    n = str(max(1, threads))
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+               OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
+               SCIENTIST_THREADS=n)
+    env.update(extra)
+    return env
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: new session, no core dumps, killed if we die."""
+    os.setsid()
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
+def group_rss_mb(sid: int) -> float:
+    """Resident memory of every process in session `sid`, in MiB (Linux /proc)."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read().rsplit(b")", 1)[1].split()
+            # after the command: state(0) ppid(1) pgrp(2) session(3) ... rss(21)
+            if int(stat[3]) == sid:
+                total += int(stat[21]) * PAGE_KB
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1024
+
+
+class LocalSandbox:
+    """Subprocesses on this machine; see the module docstring for what is enforced."""
+
+    name = "local"
+
+    def __init__(self, python: str | None = None):
+        self.python = python or sys.executable
+        self._groups: set[int] = set()
+        self._lock = threading.Lock()
+
+    def run(self, step: Step) -> StepOutcome:
+        step.out.mkdir(parents=True, exist_ok=True)
+        home = step.out / ".home"
+        home.mkdir(exist_ok=True)
+        argv = shlex.split(step.command)
+        start = time.monotonic()
+        with open(step.stdout, "wb") as out, open(step.stderr, "wb") as err:
+            try:
+                proc = subprocess.Popen(argv, cwd=step.cwd, stdout=out, stderr=err,
+                                        stdin=subprocess.DEVNULL,
+                                        env=clean_env(step.env, step.threads, home),
+                                        preexec_fn=_die_with_parent)
+            except OSError as e:
+                return StepOutcome("crash", None, 0.0, 0.0, f"could not start {argv[0]!r}: {e}")
+            with self._lock:
+                self._groups.add(proc.pid)
+            try:
+                return self._watch(proc, step, start)
+            finally:
+                self._kill_group(proc.pid)
+                with self._lock:
+                    self._groups.discard(proc.pid)
+
+    def _watch(self, proc: subprocess.Popen, step: Step, start: float) -> StepOutcome:
+        peak = 0.0
+        while True:
+            rc = proc.poll()
+            elapsed = time.monotonic() - start
+            if rc is not None:
+                if rc == 0:
+                    return StepOutcome("ok", 0, elapsed, peak)
+                if rc == -signal.SIGKILL and peak > 0.9 * step.memory_mb:
+                    return StepOutcome("oom", rc, elapsed, peak,
+                                       f"killed near the memory limit ({step.memory_mb} MiB)")
+                why = (f"killed by signal {signal.Signals(-rc).name}" if rc < 0
+                       else f"exit status {rc}")
+                return StepOutcome("crash", rc, elapsed, peak, f"{step.kind} failed: {why}")
+            rss = group_rss_mb(proc.pid)
+            peak = max(peak, rss)
+            if rss > step.memory_mb:
+                self._kill_group(proc.pid)
+                proc.wait()
+                return StepOutcome("oom", proc.returncode, time.monotonic() - start, peak,
+                                   f"{step.kind} used {rss:.0f} MiB, over the limit of "
+                                   f"{step.memory_mb} MiB; killed")
+            if elapsed > step.timeout:
+                self._terminate(proc)
+                return StepOutcome("timeout", proc.returncode, time.monotonic() - start, peak,
+                                   f"{step.kind} ran past its time limit of "
+                                   f"{step.timeout:.0f} s; killed")
+            time.sleep(POLL_SECONDS)
+
+    def _terminate(self, proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(TERM_GRACE_SECONDS)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        self._kill_group(proc.pid)
+        proc.wait()
+
+    @staticmethod
+    def _kill_group(pgid: int) -> None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def kill_all(self) -> None:
+        """Kill every step still running (Ctrl-C, or the orchestrator stopping)."""
+        with self._lock:
+            groups = list(self._groups)
+        for g in groups:
+            self._kill_group(g)
+
+
+def format_command(template: str, **values: object) -> str:
+    """Fill a seed command's placeholders, quoting each value for the shell splitter."""
+    return template.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
+
+
+SANDBOXES = {"local": LocalSandbox}
+
+
+def make_sandbox(name: str, **kwargs: object) -> Sandbox:
+    if name not in SANDBOXES:
+        raise ValueError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)} "
+                         "(the Docker sandbox is not built yet)")
+    return SANDBOXES[name](**kwargs)
