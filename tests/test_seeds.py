@@ -71,3 +71,32 @@ def test_seed_trains_and_evaluates_at_test_scale(name: str, tmp_path: Path) -> N
     run_step(seed.evaluate_command, seed.path, out, metrics, seed.evaluate_env)
     values = json.loads(metrics.read_text())
     assert isinstance(values[seed.metric], (int, float)), values
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_every_declared_knob_is_found_in_the_seed_code(name: str) -> None:
+    from scientist.offline import find_line
+
+    seed = load_seed(name)
+    for k in seed.mutables:
+        text = (seed.path / k.file).read_text()
+        assert find_line(text, k.name), f"{k.file} has no `{k.name}: TYPE = LITERAL` line"
+
+
+@pytest.mark.parametrize("name", SEEDS)
+def test_a_run_on_the_seed_goes_through_the_loop(name: str, tmp_path: Path) -> None:
+    seed = load_seed(name)
+    check_requirements(seed.path, seed.evaluate_env)
+    p = subprocess.run([sys.executable, "-m", "scientist.cli", "run", "--seed", name,
+                        "--scale", "test", "--iterations", "2", "--runs-dir", str(tmp_path),
+                        "--run-id", "r", "--no-report"],
+                       capture_output=True, text=True, timeout=900, check=False)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    from scientist.archive import Archive
+
+    arch = Archive(tmp_path / "r" / "archive.sqlite", maximize=seed.maximize)
+    variants = arch.all()
+    assert [v.iteration for v in variants] == [0, 1, 2]
+    assert variants[0].status == "done", variants[0].error
+    assert all(v.status in ("done", "failed") for v in variants[1:]), [v.error for v in variants]
+    assert all(v.diff for v in variants[1:]), "each proposal changed the code"
