@@ -1,0 +1,522 @@
+"""Input-string / expected-string cases for scientist.edits.
+
+Each model quirk the parser or applier tolerates has one regression case named after it.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from scientist.edits import Edit, apply_edits, parse_edits, render_edit, unified_diff, write_files
+from scientist.errors import EditError, FormatError
+
+TRAIN = """\
+import torch
+
+
+def train(model, data):
+    lr = 3e-4
+    for step in range(100):
+        loss = model(data)
+        loss.backward()
+    return loss
+
+
+# scientist: frozen-begin evaluation
+def evaluate(model):
+    return model.score()
+# scientist: frozen-end
+"""
+
+MODEL = """\
+class Model:
+    def __init__(self):
+        self.width = 64
+"""
+
+FILES = {"train.py": TRAIN, "model.py": MODEL, "evaluate.py": "def fitness(x):\n    return x\n"}
+EDITABLE = ("train.py", "model.py", "notes.md")
+PROTECTED = ("evaluate.py",)
+
+BLOCK = "train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n=======\n    lr = 1e-3\n>>>>>>> REPLACE\n"
+BODY = BLOCK.split("\n", 1)[1]  # BLOCK without its filename line
+LR_EDIT = Edit("train.py", "    lr = 3e-4\n", "    lr = 1e-3\n")
+WIDTH_EDIT = Edit("model.py", "        self.width = 64\n", "        self.width = 128\n")
+
+
+def block(path: str, search: str, replace: str) -> str:
+    """A well-formed block, for cases about applying rather than parsing."""
+    return f"{path}\n<<<<<<< SEARCH\n{search}=======\n{replace}>>>>>>> REPLACE\n"
+
+
+def apply(reply: str, files: dict[str, str]) -> dict[str, str]:
+    return apply_edits(files, parse_edits(reply), editable=EDITABLE, protected=PROTECTED)
+
+
+# --- parsing -------------------------------------------------------------------------
+
+PARSE_CASES = [
+    pytest.param(BLOCK, [LR_EDIT], id="plain_block"),
+    pytest.param(f"```python\n{BLOCK}```\n", [LR_EDIT], id="fenced_with_python_tag"),
+    pytest.param(f"train.py\n```python\n{BODY}```\n", [LR_EDIT], id="filename_above_python_fence"),
+    pytest.param(f"train.py\n```\n{BODY}```\n", [LR_EDIT], id="fenced_without_tag"),
+    pytest.param(f"`train.py`\n{BODY}", [LR_EDIT], id="filename_in_backticks"),
+    pytest.param(f"**train.py**\n{BODY}", [LR_EDIT], id="filename_in_bold"),
+    pytest.param(f"train.py:\n{BODY}", [LR_EDIT], id="filename_with_trailing_colon"),
+    pytest.param(f"**`train.py`:**\n{BODY}", [LR_EDIT], id="filename_bold_backticks_colon"),
+    pytest.param(f"### train.py\n{BODY}", [LR_EDIT], id="filename_as_markdown_heading"),
+    pytest.param(f"```python\n# train.py\n{BODY}```\n", [LR_EDIT], id="filename_as_comment_in_fence"),
+    pytest.param(f"```python train.py\n{BODY}```\n", [LR_EDIT], id="filename_in_fence_info_string"),
+    pytest.param(f"train.py\n\n{BODY}", [LR_EDIT], id="blank_line_after_filename"),
+    pytest.param(BLOCK.replace("\n", "\r\n"), [LR_EDIT], id="crlf_line_endings"),
+    pytest.param(
+        "train.py\n<<<<<<<< SEARCH\n    lr = 3e-4\n========\n    lr = 1e-3\n>>>>>>>> REPLACE\n",
+        [LR_EDIT],
+        id="eight_char_markers",
+    ),
+    pytest.param(
+        "train.py\n<<<<< SEARCH\n    lr = 3e-4\n=====\n    lr = 1e-3\n>>>>> REPLACE\n",
+        [LR_EDIT],
+        id="five_char_markers",
+    ),
+    pytest.param(
+        f"I will raise the learning rate.\n\n{BLOCK}\nAnd widen the model:\n\n"
+        f"{render_edit(WIDTH_EDIT)}\nThat should help.\n",
+        [LR_EDIT, WIDTH_EDIT],
+        id="prose_around_blocks",
+    ),
+    pytest.param(
+        f"{BLOCK}<<<<<<< SEARCH\n    return loss\n=======\n    return loss.item()\n>>>>>>> REPLACE\n",
+        [LR_EDIT, Edit("train.py", "    return loss\n", "    return loss.item()\n")],
+        id="second_block_omits_repeated_filename",
+    ),
+    pytest.param(
+        "notes.md\n<<<<<<< SEARCH\n=======\n# Notes\n>>>>>>> REPLACE\n",
+        [Edit("notes.md", "", "# Notes\n")],
+        id="empty_search_creates_file",
+    ),
+    pytest.param(
+        "train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n=======\n>>>>>>> REPLACE\n",
+        [Edit("train.py", "    lr = 3e-4\n", "")],
+        id="empty_replace_deletes_lines",
+    ),
+    pytest.param(BLOCK.rstrip("\n"), [LR_EDIT], id="no_newline_after_replace_marker"),
+]
+
+
+@pytest.mark.parametrize(("reply", "expected"), PARSE_CASES)
+def test_parse(reply: str, expected: list[Edit]) -> None:
+    assert parse_edits(reply) == expected
+
+
+FORMAT_ERROR_CASES = [
+    pytest.param(
+        "train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n=======\n    lr = 1e-3\n",
+        [r"Block 1 \(train\.py\), starting at reply line 2", "looks truncated"],
+        id="truncated_reply_missing_replace",
+    ),
+    pytest.param(
+        "train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n",
+        ["has no `=======` line after it", "cut off"],
+        id="truncated_inside_search",
+    ),
+    pytest.param(
+        "train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n>>>>>>> REPLACE\n",
+        ["found `>>>>>>> REPLACE` at reply line 4 before the `=======`"],
+        id="search_without_divider",
+    ),
+    pytest.param(
+        "train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n=======\n    lr = 1e-3\n=======\n>>>>>>> REPLACE\n",
+        ["found `=======` at reply line 6 before the `>>>>>>> REPLACE`"],
+        id="second_divider_in_block",
+    ),
+    pytest.param(
+        "Sure! I would raise the learning rate to 1e-3.\n",
+        ["no SEARCH/REPLACE blocks", "<<<<<<< SEARCH"],
+        id="no_blocks_at_all",
+    ),
+    pytest.param(BODY, [r"Block 1 \(reply line 1\) has no file path"], id="no_filename_at_start"),
+    pytest.param(
+        f"Change the rate:\n{BODY}",
+        ["has no file path", "found 'Change the rate:'"],
+        id="prose_line_instead_of_filename",
+    ),
+    pytest.param(
+        "train.py\n    lr = 3e-4\n>>>>>>> REPLACE\n",
+        ["Reply line 3: `>>>>>>> REPLACE` without an opening"],
+        id="replace_marker_without_search",
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "patterns"), FORMAT_ERROR_CASES)
+def test_parse_rejects(reply: str, patterns: list[str]) -> None:
+    with pytest.raises(FormatError) as caught:
+        parse_edits(reply)
+    for pattern in patterns:
+        assert re.search(pattern, str(caught.value)), str(caught.value)
+
+
+# --- applying ------------------------------------------------------------------------
+
+LOOP = "for step in range(100):\n    loss = model(data)\n"
+LOOP_WITH_PRINT = (
+    "for step in range(100):\n    if step % 10 == 0:\n        print(step)\n    loss = model(data)\n"
+)
+RETURN_AND_FROZEN = "    return loss\n\n\n# scientist: frozen-begin evaluation\n"
+
+APPLY_CASES = [
+    pytest.param(BLOCK, {}, {"train.py": TRAIN.replace("3e-4", "1e-3")}, id="exact_match"),
+    pytest.param(
+        block("train.py", "lr = 3e-4\n", "lr = 1e-3\nwarmup = 10\n"),
+        {},
+        {"train.py": TRAIN.replace("    lr = 3e-4\n", "    lr = 1e-3\n    warmup = 10\n")},
+        id="search_indent_dropped_by_model",
+    ),
+    pytest.param(
+        block(
+            "train.py",
+            "        lr = 3e-4\n        for step in range(100):\n",
+            "        lr = 1e-3\n        for step in range(200):\n",
+        ),
+        {},
+        {"train.py": TRAIN.replace("3e-4", "1e-3").replace("range(100)", "range(200)")},
+        id="search_indent_added_by_model",
+    ),
+    pytest.param(
+        block("train.py", LOOP, LOOP_WITH_PRINT),
+        {},
+        {
+            "train.py": TRAIN.replace(
+                "    for step in range(100):\n        loss",
+                "    for step in range(100):\n        if step % 10 == 0:\n"
+                "            print(step)\n        loss",
+            )
+        },
+        id="replacement_reindented_keeping_nesting",
+    ),
+    pytest.param(
+        block("model.py", "class Model:\n\n    def __init__(self):\n", "class Model:\n"),
+        {"model.py": "class Model:\n    \n    def __init__(self):\n        pass\n"},
+        {"model.py": "class Model:\n        pass\n"},
+        id="blank_line_whitespace_stripped_by_model",
+    ),
+    pytest.param(
+        BLOCK + block("train.py", "    lr = 1e-3\n", "    lr = 2e-3\n"),
+        {},
+        {"train.py": TRAIN.replace("3e-4", "2e-3")},
+        id="sequential_blocks_same_file",
+    ),
+    pytest.param(
+        BLOCK + render_edit(WIDTH_EDIT),
+        {},
+        {"train.py": TRAIN.replace("3e-4", "1e-3"), "model.py": MODEL.replace("64", "128")},
+        id="blocks_across_files",
+    ),
+    pytest.param(
+        block("notes.md", "", "# Notes\nlr 1e-3\n"),
+        {},
+        {"notes.md": "# Notes\nlr 1e-3\n"},
+        id="new_file_creation",
+    ),
+    pytest.param(
+        block("notes.md", "", "# Notes\n"),
+        {"notes.md": ""},
+        {"notes.md": "# Notes\n"},
+        id="empty_existing_file_filled",
+    ),
+    pytest.param(
+        block("train.py", "import torch\n\n\n", ""),
+        {},
+        {"train.py": TRAIN.replace("import torch\n\n\n", "")},
+        id="delete_lines",
+    ),
+    pytest.param(
+        BLOCK,
+        {"train.py": TRAIN.replace("\n", "\r\n")},
+        {"train.py": TRAIN.replace("3e-4", "1e-3").replace("\n", "\r\n")},
+        id="crlf_file_keeps_crlf",
+    ),
+    pytest.param(
+        render_edit(WIDTH_EDIT),
+        {"model.py": MODEL.rstrip("\n")},
+        {"model.py": MODEL.replace("64", "128").rstrip("\n")},
+        id="file_without_final_newline",
+    ),
+    pytest.param(
+        f"./train.py\n{BODY}",
+        {},
+        {"train.py": TRAIN.replace("3e-4", "1e-3")},
+        id="dot_slash_path_normalised",
+    ),
+    pytest.param(
+        block("train.py", RETURN_AND_FROZEN, RETURN_AND_FROZEN.replace("loss", "loss.detach()")),
+        {},
+        {"train.py": TRAIN.replace("return loss\n", "return loss.detach()\n")},
+        id="frozen_region_untouched_neighbour_edited",
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "files", "expected"), APPLY_CASES)
+def test_apply(reply: str, files: dict[str, str], expected: dict[str, str]) -> None:
+    assert apply(reply, {**FILES, **files}) == expected
+
+
+TWICE = {"model.py": "def a():\n    x = 1\n\n\ndef b():\n    x = 1\n"}
+
+APPLY_ERROR_CASES = [
+    pytest.param(
+        block("model.py", "    x = 1\n", "    x = 2\n"),
+        TWICE,
+        [r"Block 1 \(model\.py\) failed: SEARCH matches 2 times in model\.py; include more"],
+        id="search_matches_twice",
+    ),
+    pytest.param(
+        block("model.py", "x = 1\n", "x = 2\n"),
+        TWICE,
+        [r"matches 2 times in model\.py \(ignoring a shift of indentation\); include more"],
+        id="shifted_search_matches_twice",
+    ),
+    pytest.param(
+        block("model.py", "x = 0\nx = 0\n", "x = 1\n"),
+        {"model.py": "x = 0\nx = 0\nx = 0\n"},
+        [r"SEARCH matches 2 times in model\.py; include"],
+        id="search_matches_overlapping_windows",
+    ),
+    pytest.param(
+        block("train.py", "    lr = 3e-3\n    for step in range(1000):\n", "    lr = 1e-3\n"),
+        {},
+        [
+            r"SEARCH does not match any lines in train\.py",
+            r"closest lines in train\.py \(lines 5-6\) are:\n```\n"
+            r"    lr = 3e-4\n    for step in range\(100\):\n```",
+        ],
+        id="search_matches_nothing_shows_closest_lines",
+    ),
+    pytest.param(
+        block("model.py", "import numpy as np\n", "import jax\n"),
+        {},
+        [r"does not match any lines in model\.py\.\nNothing in model\.py resembles"],
+        id="search_resembles_nothing",
+    ),
+    pytest.param(
+        block("train.py", "    lr=3e-4\n", "    lr=1e-3\n"),
+        {},
+        ["does not match any lines", r"lines 5-5\) are:\n```\n    lr = 3e-4\n```"],
+        id="no_fuzzy_match_on_changed_spacing",
+    ),
+    pytest.param(
+        block("train.py", "for step in range(100):\n  loss = model(data)\n", "pass\n"),
+        {},
+        ["does not match any lines"],
+        id="no_match_for_uneven_indent_shift",
+    ),
+    pytest.param(
+        block("train.py", "    lr = 5e-4\n", "    lr = 3e-4\n"),
+        {},
+        ["REPLACE lines are already in the file"],
+        id="block_already_applied",
+    ),
+    pytest.param(
+        block("train.py", WIDTH_EDIT.search, WIDTH_EDIT.replace),
+        {},
+        [r"SEARCH lines do appear in model\.py"],
+        id="search_names_wrong_file",
+    ),
+    pytest.param(
+        block("evaluate.py", "    return x\n", "    return 2 * x\n"),
+        {},
+        [r"evaluate\.py is protected"],
+        id="protected_file",
+    ),
+    pytest.param(
+        block("data.py", "", "X = 1\n"),
+        {},
+        [r"data\.py is not an editable file\. The editable files are: model\.py, notes\.md, train"],
+        id="unknown_file",
+    ),
+    pytest.param(
+        f"../train.py\n{BODY}",
+        {},
+        [r"'\.\./train\.py' points outside the project"],
+        id="path_traversal",
+    ),
+    pytest.param(
+        f"/work/main/train.py\n{BODY}",
+        {},
+        [r"'/work/main/train\.py' is an absolute path"],
+        id="absolute_path",
+    ),
+    pytest.param(
+        block("train.py", "    return model.score()\n", "    return 1.0\n"),
+        {},
+        [r"frozen region that starts at line 12 \(`# scientist: frozen-begin evaluation`\)"],
+        id="frozen_region_modified",
+    ),
+    pytest.param(
+        block(
+            "train.py",
+            "    return model.score()\n# scientist: frozen-end\n",
+            "    return model.score()\n",
+        ),
+        {},
+        ["changes or removes the frozen region that starts at line 12"],
+        id="frozen_end_marker_removed",
+    ),
+    pytest.param(
+        block("model.py", "", "X = 1\n"),
+        {},
+        [r"SEARCH section is empty but model\.py already exists"],
+        id="empty_search_for_existing_file",
+    ),
+    pytest.param(
+        block("notes.md", "# Notes\n", "# N\n"),
+        {},
+        [r"notes\.md does not exist\. To create it, leave the SEARCH section empty"],
+        id="search_in_missing_file",
+    ),
+    pytest.param(
+        BLOCK + block("model.py", "        self.depth = 4\n", "        self.depth = 8\n"),
+        {},
+        [
+            "^1 of 2 SEARCH/REPLACE blocks failed, so no file was changed",
+            r"Block 2 \(model\.py\) failed: SEARCH does not match",
+            r"Block 1 \(train\.py\) applied fine\.",
+            "send them again unchanged",
+        ],
+        id="all_or_nothing_second_block_fails",
+    ),
+]
+
+
+@pytest.mark.parametrize(("reply", "files", "patterns"), APPLY_ERROR_CASES)
+def test_apply_rejects(reply: str, files: dict[str, str], patterns: list[str]) -> None:
+    files = {**FILES, **files}
+    before = dict(files)
+    with pytest.raises(EditError) as caught:
+        apply(reply, files)
+    for pattern in patterns:
+        assert re.search(pattern, str(caught.value)), str(caught.value)
+    assert files == before  # the caller's mapping is untouched
+
+
+def test_failed_block_does_not_hide_later_failures() -> None:
+    edits = [Edit("train.py", "nope\n", "x\n"), LR_EDIT, Edit("secret.py", "", "x\n")]
+    with pytest.raises(EditError) as caught:
+        apply_edits(FILES, edits, editable=EDITABLE, protected=PROTECTED)
+    message = str(caught.value)
+    assert message.startswith("2 of 3 SEARCH/REPLACE blocks failed")
+    assert "Block 1 (train.py) failed: SEARCH does not match" in message
+    assert "Block 3 (secret.py) failed: secret.py is not an editable file" in message
+    assert "Block 2 (train.py) applied fine." in message
+
+
+def test_glob_patterns_in_editable_and_protected() -> None:
+    edits = [Edit("seeds/a/new.py", "", "A = 1\n"), Edit("seeds/a/eval.py", "", "B = 1\n")]
+    with pytest.raises(EditError, match=r"seeds/a/eval\.py is protected"):
+        apply_edits({}, edits, editable=["seeds/*.py"], protected=["seeds/*/eval.py"])
+    assert apply_edits({}, edits[:1], editable=["seeds/*.py"], protected=[]) == {"seeds/a/new.py": "A = 1\n"}
+
+
+# --- rendering, diff, writing --------------------------------------------------------
+
+ROUND_TRIP_CASES = [
+    pytest.param(LR_EDIT, id="one_line"),
+    pytest.param(Edit("pkg/new_mod.py", "", "X = 1\n\nY = 2\n"), id="new_file"),
+    pytest.param(Edit("train.py", "import torch\n\n", ""), id="deletion"),
+    pytest.param(Edit("notes.md", "```python\nx = 1\n```\n", "```\ny\n```\n"), id="fences_inside"),
+]
+
+
+@pytest.mark.parametrize("edit", ROUND_TRIP_CASES)
+def test_render_parse_round_trip(edit: Edit) -> None:
+    assert parse_edits(render_edit(edit)) == [edit]
+    twice = f"Two changes:\n{render_edit(edit)}\n{render_edit(edit)}"
+    assert parse_edits(twice) == [edit, edit]
+
+
+def test_render_text() -> None:
+    assert render_edit(LR_EDIT) == BLOCK
+    assert render_edit(Edit("a.py", "x = 1", "x = 2")) == block("a.py", "x = 1\n", "x = 2\n")
+
+
+@pytest.mark.parametrize(
+    ("edit", "pattern"),
+    [
+        pytest.param(
+            Edit("notes.rst", "Title\n=======\n", "T\n"),
+            r"SEARCH text for notes\.rst contains",
+            id="marker_line_in_content",
+        ),
+        pytest.param(Edit("my file.py", "x\n", "y\n"), "cannot stand alone", id="space_in_path"),
+    ],
+)
+def test_render_refuses_what_would_not_parse_back(edit: Edit, pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        render_edit(edit)
+
+
+DIFF_CASES = [
+    pytest.param(
+        {"a.py": "x = 1\ny = 2\n"},
+        {"a.py": "x = 1\ny = 3\n"},
+        "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1,2 +1,2 @@\n x = 1\n-y = 2\n+y = 3\n",
+        id="modified",
+    ),
+    pytest.param(
+        {},
+        {"b.py": "z = 0\n"},
+        "diff --git a/b.py b/b.py\nnew file mode 100644\n--- /dev/null\n+++ b/b.py\n@@ -0,0 +1 @@\n+z = 0\n",
+        id="new_file",
+    ),
+    pytest.param(
+        {"a.py": "x = 1"},
+        {"a.py": "x = 2"},
+        "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n"
+        "-x = 1\n\\ No newline at end of file\n+x = 2\n\\ No newline at end of file\n",
+        id="no_newline_at_end",
+    ),
+    pytest.param(
+        {"a.py": "x\n", "c.py": "c\n"},
+        {"a.py": "x\n"},
+        "",
+        id="unchanged_and_missing_paths_skipped",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), DIFF_CASES)
+def test_unified_diff(old: dict[str, str], new: dict[str, str], expected: str) -> None:
+    assert unified_diff(old, new) == expected
+
+
+def test_write_files(tmp_path) -> None:
+    (tmp_path / "train.py").write_text(TRAIN)
+    result = apply(BLOCK + block("notes.md", "", "hi\n"), {"train.py": TRAIN})
+    written = write_files(tmp_path, result)
+    assert sorted(p.name for p in written) == ["notes.md", "train.py"]
+    assert (tmp_path / "train.py").read_text() == TRAIN.replace("3e-4", "1e-3")
+    assert (tmp_path / "notes.md").read_bytes() == b"hi\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md", "train.py"]  # no temp files
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("../escape.py", id="dotdot"),
+        pytest.param("/tmp/abs.py", id="absolute"),
+        pytest.param("link/x.py", id="symlink_out_of_root"),
+    ],
+)
+def test_write_files_refuses_paths_outside_root(tmp_path, path: str) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    with pytest.raises(EditError):
+        write_files(root, {"ok.py": "fine\n", path: "bad\n"})
+    assert list(outside.iterdir()) == []
+    assert not (root / "ok.py").exists()  # nothing is written when any path is refused
