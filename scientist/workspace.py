@@ -75,7 +75,8 @@ class Workspace:
         return sha
 
     def diff(self, a: str, b: str) -> str:
-        return self.repo.git.diff(a, b, stdout_as_string=True)
+        # keep the final newline: without it the diff is not a patch `git apply` accepts
+        return self.repo.git.diff(a, b, stdout_as_string=True, strip_newline_in_stdout=False)
 
     def export(self, commit: str, dest: Path) -> None:
         """Write the tree of `commit` into `dest` (a fresh working copy for the sandbox)."""
