@@ -1,0 +1,582 @@
+"""Report: a run folder rendered as a LaTeX report (and a PDF when TeX is installed).
+
+Every number in the report is read from the run folder (archive, config, git repo) and
+formatted here; the template `templates/report/report.tex.j2` only lays it out.
+
+Template syntax: jinja2 with LaTeX-friendly delimiters, so TeX's own braces and `%`
+stay untouched:
+
+    \\VAR{expr}          a value            \\BLOCK{for v in top} ... \\BLOCK{endfor}
+    \\#{comment}         a template comment (the template never writes TeX's `\\#{`)
+
+Every `\\VAR{}` is LaTeX-escaped on output (jinja2 `finalize`), unless the value is a
+`Tex` string, which this module builds for ready-made LaTeX (numbers with `\\pm`, the
+diff listing). A missing variable is an error (`StrictUndefined`).
+
+The .tex file is pure ASCII: `latex_escape` writes accents, Greek letters, arrows and
+math symbols from hypotheses as TeX commands, and anything it does not know as `?`, so
+pdflatex with T1 fonts never meets a character it cannot set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from scientist.archive import Archive
+from scientist.errors import ScientistError
+from scientist.variant import DONE, FAILED, INVALID, PENDING, REJECTED, RUNNING, Fitness, Variant
+from scientist.workspace import Workspace
+
+META = ("status", "started_at", "finished_at", "created_at", "seed_name", "seed_title",
+        "seed_summary", "metric", "proposer_uses_llm", "proposer_description", "elapsed_seconds")
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "report"
+TOP_N = 10  # rows of the top-variants table
+SHORT = 110  # characters of a hypothesis in a table cell
+MAX_DIFF_LINES = 400  # longer diffs are cut, with a note saying how to see all of it
+MAX_LINE_CHARS = 400  # a diff line longer than this (minified data, ...) is cut
+WRAP = 116  # columns of a listing line (\scriptsize\ttfamily on A4 with 2.2 cm margins)
+TEX_TIMEOUT = 180.0  # seconds for one TeX engine invocation
+# Debian packages with everything the template uses (pgfplots is in texlive-pictures;
+# lmodern gives scalable T1 fonts; latexmk is optional: pdflatex alone works).
+TEX_PACKAGES = ("texlive-latex-base", "texlive-latex-recommended", "texlive-pictures", "lmodern")
+
+
+class Tex(str):
+    """A string that is LaTeX already: the template prints it without escaping."""
+
+
+@dataclass(frozen=True)
+class Report:
+    tex: Path
+    pdf: Path | None
+    message: str = ""
+    """Why there is no PDF ('' when there is one): TeX missing or skipped, or its error."""
+    log: Path | None = None
+    """The TeX log of the last compilation, if one ran."""
+
+
+# --- escaping ----------------------------------------------------------------------------
+
+_ASCII = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
+          "#": r"\#", "%": r"\%", "_": r"\_", "^": r"\textasciicircum{}",
+          "~": r"\textasciitilde{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          "|": r"\textbar{}"}
+_GREEK = dict(zip("αβγδεϵζηθϑικλμνξπϖρϱσςτυφϕχψω", (
+    r"\alpha \beta \gamma \delta \varepsilon \epsilon \zeta \eta \theta \vartheta \iota "
+    r"\kappa \lambda \mu \nu \xi \pi \varpi \rho \varrho \sigma \varsigma \tau \upsilon "
+    r"\varphi \phi \chi \psi \omega").split()))
+_GREEK.update(zip("ΓΔΘΛΞΠΣΥΦΨΩ", (
+    r"\Gamma \Delta \Theta \Lambda \Xi \Pi \Sigma \Upsilon \Phi \Psi \Omega").split()))
+_GREEK_AS_LATIN = dict(zip("οΑΒΕΖΗΙΚΜΝΟΡΤΧ", "oABEZHIKMNOPTX"))  # same glyph as a Latin letter
+_MATH = {"→": r"\rightarrow", "←": r"\leftarrow", "↔": r"\leftrightarrow", "⇒": r"\Rightarrow",
+         "⇐": r"\Leftarrow", "⇔": r"\Leftrightarrow", "↑": r"\uparrow", "↓": r"\downarrow",
+         "↦": r"\mapsto", "≤": r"\leq", "≥": r"\geq", "≠": r"\neq", "≈": r"\approx",
+         "≃": r"\simeq", "≡": r"\equiv", "∼": r"\sim", "∝": r"\propto", "≪": r"\ll", "≫": r"\gg",
+         "×": r"\times", "÷": r"\div", "±": r"\pm", "∓": r"\mp", "·": r"\cdot", "∘": r"\circ",
+         "−": "-", "∞": r"\infty", "√": r"\surd", "∑": r"\sum", "∏": r"\prod", "∫": r"\int",
+         "∂": r"\partial", "∇": r"\nabla", "∈": r"\in", "∉": r"\notin", "⊂": r"\subset",
+         "⊆": r"\subseteq", "∪": r"\cup", "∩": r"\cap", "∀": r"\forall", "∃": r"\exists",
+         "∅": r"\emptyset", "¬": r"\neg", "∧": r"\wedge", "∨": r"\vee", "⊙": r"\odot",
+         "⊗": r"\otimes", "⊕": r"\oplus", "°": r"^\circ", "µ": r"\mu", "ℓ": r"\ell",
+         "⋅": r"\cdot", "…": r"\ldots", "⋯": r"\cdots"}
+_TEXT = {"–": "--", "—": "---", "‘": "`", "’": "'", "“": "``", "”": "''", "„": ",,",
+         "«": r"\guillemotleft{}", "»": r"\guillemotright{}", "•": r"\textbullet{}",
+         "§": r"\S{}", "¶": r"\P{}", "©": r"\copyright{}", "€": "EUR", "£": r"\pounds{}",
+         "ß": r"\ss{}", "æ": r"\ae{}", "Æ": r"\AE{}", "ø": r"\o{}", "Ø": r"\O{}", "œ": r"\oe{}",
+         "Œ": r"\OE{}", "å": r"\aa{}", "Å": r"\AA{}", "ł": r"\l{}", "Ł": r"\L{}", "ı": r"\i{}",
+         "¿": "?`", "¡": "!`", "′": "'", "″": "''", "∗": "*", "\u00a0": "~", "\u2009": r"\,",
+         "\u200b": "", "\ufeff": ""}
+_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0308": '"',
+            "\u0304": "=", "\u0307": ".", "\u0327": "c", "\u030c": "v", "\u030a": "r",
+            "\u0306": "u", "\u030b": "H", "\u0328": "k"}
+_SUPER = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻ⁿ", "0123456789+-n"))
+_SUB = dict(zip("₀₁₂₃₄₅₆₇₈₉₊₋", "0123456789+-"))
+_UNICODE = {**{c: rf"\ensuremath{{{m}}}" for c, m in {**_MATH, **_GREEK}.items()}, **_TEXT,
+            **_GREEK_AS_LATIN,
+            **{c: rf"\textsuperscript{{{d}}}" for c, d in _SUPER.items()},
+            **{c: rf"\ensuremath{{_{{{d}}}}}" for c, d in _SUB.items()}}
+
+
+def _char(c: str) -> str:
+    """One character as pdflatex-safe ASCII LaTeX."""
+    if c in _ASCII:
+        return _ASCII[c]
+    if " " <= c <= "~":
+        return c
+    if c in _UNICODE:
+        return _UNICODE[c]
+    decomposed = unicodedata.normalize("NFKD", c)
+    if decomposed and all(" " <= d <= "~" for d in decomposed):  # ligatures, full-width
+        return "".join(_ASCII.get(d, d) for d in decomposed)
+    base, marks = decomposed[:1], decomposed[1:]
+    if base and " " <= base <= "~" and all(m in _ACCENTS for m in marks):
+        out = _ASCII.get(base, base)
+        for m in marks:
+            out = rf"\{_ACCENTS[m]}{{{out}}}"
+        return out
+    if unicodedata.category(c)[0] in "CZ":  # control, format, separator characters
+        return " " if unicodedata.category(c) == "Zs" else ""
+    return "?"
+
+
+def latex_escape(text: object) -> Tex:
+    """Any text (a hypothesis, an error message) as LaTeX that sets it literally.
+
+    Whitespace, newlines included, becomes single spaces, so the result is safe in a
+    table cell or a heading. Characters outside ASCII become TeX commands (accents,
+    Greek letters, arrows, math symbols) or `?` when there is no sensible rendering.
+    """
+    s = re.sub(r"\s+", " ", str(text))
+    return Tex("".join(_char(c) for c in s).strip())
+
+
+def verbatim_safe(text: str, max_lines: int = MAX_DIFF_LINES) -> tuple[str, int]:
+    """The body of a `lstlisting` that shows `text`: ASCII only (other characters
+    transliterated), tabs expanded, control characters dropped, at most `max_lines` lines,
+    each cut at MAX_LINE_CHARS and wrapped at WRAP columns with a continuation mark (listings
+    cannot break inside a word). The only TeX in it is written here, through the listing's
+    escape `(*@ ... @*)`: the continuation mark, and the two character sequences that would
+    otherwise end the listing (`\\end{lstlisting}`) or open an escape (`(*@`).
+    Returns the body and the number of lines `text` had."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    out = []
+    for line in lines[:max_lines]:
+        line = "".join(c if " " <= c <= "~" else _ascii_fallback(c) for c in line.expandtabs(4))
+        if len(line) > MAX_LINE_CHARS:
+            line = line[:MAX_LINE_CHARS] + f" [... {len(line) - MAX_LINE_CHARS} more characters]"
+        chunks = [line[:WRAP]] + [line[i:i + WRAP - 2] for i in range(WRAP, len(line), WRAP - 2)]
+        for k, chunk in enumerate(chunks):
+            chunk = chunk.replace("(*@", r"(*@\reportopen@*)")
+            chunk = chunk.replace(r"\end{lstlisting}", r"(*@\reportbs@*)end{lstlisting}")
+            out.append((r"(*@\reportcont@*)" if k else "") + chunk)
+    return "\n".join(out), len(lines)
+
+
+_VERB = {"→": "->", "←": "<-", "↔": "<->", "⇒": "=>", "≤": "<=", "≥": ">=", "≠": "!=",
+         "≈": "~=", "×": "x", "±": "+/-", "−": "-", "–": "-", "—": "--", "‘": "'", "’": "'",
+         "“": '"', "”": '"', "…": "...", "·": "*", "∞": "inf", "\u00a0": " "}
+
+
+def _ascii_fallback(c: str) -> str:
+    """A non-ASCII character of a diff line as readable ASCII (`→` as `->`, `α` as `alpha`)."""
+    if c in _VERB:
+        return _VERB[c]
+    if unicodedata.category(c)[0] == "C":
+        return ""
+    if c in _GREEK or c in _GREEK_AS_LATIN:
+        return unicodedata.name(c).split()[-1].lower()
+    ascii_ = unicodedata.normalize("NFKD", c).encode("ascii", "ignore").decode()
+    return ascii_ if ascii_.isprintable() and ascii_ else "?"
+
+
+# --- numbers -----------------------------------------------------------------------------
+
+def num(x: float | None) -> str:
+    """A measured value as the console prints it (4 decimals), or in scientific notation
+    when 4 decimals would hide it; '---' for no value."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "---"
+    if x == 0 or 1e-3 <= abs(x) < 1e6:
+        return f"{x:.4f}"
+    mant, exp = f"{x:.3e}".split("e")
+    return rf"{mant}\times 10^{{{int(exp)}}}"
+
+
+def pm(mean: float | None, stderr: float | None) -> Tex:
+    """`$mean \\pm stderr$`, or the mean alone when there is no stderr (one seed)."""
+    if mean is None:
+        return Tex("---")
+    return Tex(f"${num(mean)}$" if stderr is None else f"${num(mean)} \\pm {num(stderr)}$")
+
+
+def signed(x: float | None) -> Tex:
+    if x is None:
+        return Tex("---")
+    return Tex(f"${'+' if x >= 0 else ''}{num(x)}$")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def when(epoch: float | None) -> str:
+    return "---" if not epoch else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+
+def shorten(text: str, width: int = SHORT) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
+# --- what the report says ----------------------------------------------------------------
+
+def gather(run_dir: Path) -> dict[str, Any]:
+    """Everything the template shows, read from the run folder and formatted."""
+    db = run_dir / "archive.sqlite"
+    if not db.is_file():
+        raise ScientistError(f"{run_dir} is not a run folder: it has no archive.sqlite")
+    config = _read_json(run_dir / "config.json")
+    archive = Archive(db)
+    try:
+        archive.maximize = maximize = bool(archive.get_meta("maximize", True))
+        meta = {k: archive.get_meta(k) for k in META}
+        variants, events = archive.all(), archive.events()
+        top = archive.best(TOP_N)
+        best = top[0] if top else None
+        lineage = archive.lineage(best.id) if best else []
+    finally:
+        archive.close()
+    baseline = next((v for v in variants if v.parent_id is None), None)
+    metric = meta["metric"] or (baseline.result.metric if baseline and baseline.result else "")
+    return {
+        "run": _setup(run_dir, config, meta, baseline),
+        "metric": metric or "fitness",
+        "direction": "higher is better" if maximize else "lower is better",
+        "counts": _counts(variants),
+        "baseline": _view(baseline) if baseline else None,
+        "best": _view(best) if best else None,
+        "best_is_baseline": best is not None and baseline is not None and best.id == baseline.id,
+        "results": _results(baseline, best, metric),
+        "top": [_view(v) for v in top],
+        "lineage": _lineage(lineage, maximize),
+        "plot": _plot(variants, maximize),
+        "failures": _failures(variants),
+        "rejections": _rejections(events, variants),
+        "diff": _diff(run_dir / "repo", baseline, best),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> dict[str, Any]:
+    seed = meta["seed_name"] or cfg.get("seed_name") or Path(str(cfg.get("seed", "?"))).name
+    selection = str(cfg.get("selection", "?"))
+    if selection == "fme":
+        b, t, c = (cfg.get(f"fme_{k}", "?") for k in ("buckets", "temperature", "capacity"))
+        selection += f" (fitness-monotonic: {b} buckets, temperature {t}, capacity {c})"
+    started = meta["started_at"] or meta["created_at"] or cfg.get("created_at")
+    wall = meta["elapsed_seconds"]
+    if wall is None and started and meta["finished_at"]:
+        wall = meta["finished_at"] - started
+    budget = cfg.get("time_budget")
+    return {
+        "id": cfg.get("run_id") or run_dir.name,
+        "seed": seed,
+        "seed_path": cfg.get("seed_path") or cfg.get("seed") or "",
+        "title": meta["seed_title"] or seed,
+        "summary": meta["seed_summary"] or "",
+        "scale": cfg.get("scale", "?"),
+        "proposer": cfg.get("proposer", "?"),
+        "proposer_description": meta["proposer_description"] or "",
+        "uses_llm": meta["proposer_uses_llm"],  # None: the run did not record it
+        "selection": selection,
+        "sandbox": cfg.get("sandbox", "?"),
+        "rng_seed": cfg.get("rng_seed", "?"),
+        "iterations": cfg.get("iterations", "?"),
+        "time_budget": duration(budget) if budget else "none",
+        "training_seeds": baseline.fitness_n if baseline and baseline.fitness_n else (
+            len(baseline.result.seeds) if baseline and baseline.result else "?"),
+        "status": meta["status"] or "unknown",
+        "started": when(started),
+        "finished": when(meta["finished_at"]),
+        "wall": duration(wall),
+        "written": datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _counts(variants: list[Variant]) -> list[tuple[str, int]]:
+    tried = [v for v in variants if v.parent_id is not None]
+    by = Counter(v.status for v in tried)
+    rows = [("proposals after the baseline", len(tried)),
+            ("evaluated successfully", by[DONE]),
+            ("failed (crash, timeout, out of memory, no metrics)", by[FAILED]),
+            ("rejected by a human", by[REJECTED]),
+            ("invalid (edits could not be applied)", by[INVALID])]
+    if by[PENDING] + by[RUNNING]:
+        rows.append(("not finished (pending or running)", by[PENDING] + by[RUNNING]))
+    return rows
+
+
+def _view(v: Variant) -> dict[str, Any]:
+    return {"name": v.name, "parent": f"v{v.parent_id:04d}" if v.parent_id is not None else "---",
+            "fitness": pm(v.fitness, v.fitness_stderr), "n": v.fitness_n, "status": v.status,
+            "hypothesis": v.hypothesis or "baseline: the unmodified seed",
+            "prediction": v.prediction, "rationale": v.rationale, "iteration": v.iteration}
+
+
+def _seed_stats(v: Variant) -> dict[str, tuple[float, float | None]]:
+    """Each metric's mean and standard error over the variant's successful training seeds."""
+    if v.result is None:
+        return {k: (x, None) for k, x in v.metrics.items()}
+    per: dict[str, list[float]] = {}
+    for s in v.result.seeds:
+        if s.ok:
+            for k, x in s.metrics.items():
+                per.setdefault(k, []).append(x)
+    return {k: (statistics.fmean(xs), statistics.stdev(xs) / math.sqrt(len(xs))
+                if len(xs) > 1 else None) for k, xs in per.items()}
+
+
+def _results(baseline: Variant | None, best: Variant | None, metric: str | None) -> list[dict]:
+    """Rows of the baseline-vs-best table: the fitness first, then every other metric."""
+    if baseline is None:
+        return []
+    other = best or baseline
+    rows = [{"metric": metric or "fitness", "fitness": True,
+             "baseline": pm(baseline.fitness, baseline.fitness_stderr),
+             "best": pm(other.fitness, other.fitness_stderr),
+             "delta": _delta(other.fitness, baseline.fitness)}]
+    a, b = _seed_stats(baseline), _seed_stats(other)
+    for k in sorted((set(a) | set(b)) - {metric}):
+        ma, mb = a.get(k, (None, None)), b.get(k, (None, None))
+        rows.append({"metric": k, "fitness": False, "baseline": pm(*ma), "best": pm(*mb),
+                     "delta": _delta(mb[0], ma[0])})
+    return rows
+
+
+def _delta(x: float | None, ref: float | None) -> Tex:
+    return signed(None if x is None or ref is None else x - ref)
+
+
+def _lineage(chain: list[Variant], maximize: bool) -> list[dict[str, Any]]:
+    """The best variant's ancestry, baseline first, each step measured against its parent."""
+    steps = []
+    for parent, v in zip([None, *chain[:-1]], chain):
+        step = _view(v)
+        step["delta"], step["verdict"] = Tex(""), ""
+        if parent is not None and v.fitness is not None and parent.fitness is not None:
+            step["delta"] = _delta(v.fitness, parent.fitness)
+            new, old = Fitness(v.fitness, maximize), Fitness(parent.fitness, maximize)
+            step["verdict"] = ("better" if new.better_than(old) else
+                               "worse" if old.better_than(new) else "unchanged")
+        steps.append(step)
+    return steps
+
+
+def _plot(variants: list[Variant], maximize: bool) -> dict[str, Any] | None:
+    """Coordinates for pgfplots: evaluated variants, the running best, failures at the foot."""
+    done = sorted((v for v in variants if v.fitness is not None), key=lambda v: (v.iteration, v.id))
+    failed = [v for v in variants if v.status == FAILED]
+    if not done:
+        return None
+    values = [v.fitness for v in done]
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
+    running, best = [], None
+    for v in done:
+        if best is None or Fitness(v.fitness, maximize).better_than(Fitness(best, maximize)):
+            best = v.fitness
+        running.append((v.iteration, best))
+    last = max(v.iteration for v in done + failed)
+    if last > running[-1][0]:
+        running.append((last, best))
+    fail_y = lo - 2 * pad
+    return {
+        "points": _coords((v.iteration, v.fitness) for v in done),
+        "running": _coords(running),
+        "failed": _coords((v.iteration, fail_y) for v in failed) if failed else "",
+        "ymin": _g(fail_y - pad if failed else lo - pad), "ymax": _g(hi + pad),
+        "xmax": _g(last + 0.5), "xstep": max(1, math.ceil(last / 10)),
+    }
+
+
+def _g(x: float) -> Tex:
+    return Tex(f"{x:.10g}")
+
+
+def _coords(pairs: Any) -> Tex:
+    """`(x,y) (x,y) ...`, eight to a line: TeX reads lines into a buffer of limited size."""
+    items = [f"({x},{_g(y)})" for x, y in pairs]
+    return Tex("\n".join(" ".join(items[i:i + 8]) for i in range(0, len(items), 8)))
+
+
+def _failures(variants: list[Variant]) -> dict[str, Any]:
+    """Failed and invalid variants, counted by reason, with a few examples."""
+    reasons: Counter[str] = Counter()
+    bad = [v for v in variants if v.status in (FAILED, INVALID)]
+    for v in bad:
+        if v.status == INVALID:
+            reasons["invalid proposal (edits did not apply)"] += 1
+        elif v.result and any(not s.ok for s in v.result.seeds):
+            for status in sorted({s.status for s in v.result.seeds if not s.ok}):
+                reasons[status] += 1
+        else:
+            reasons["error"] += 1
+    examples = [{"name": v.name, "status": v.status, "hypothesis": shorten(v.hypothesis, SHORT),
+                 "text": shorten(v.error or "(no message)", 240)} for v in bad[:5]]
+    return {"total": len(bad), "reasons": reasons.most_common(), "examples": examples}
+
+
+def _rejections(events: list[dict[str, Any]], variants: list[Variant]) -> list[dict[str, Any]]:
+    by_id = {v.id: v for v in variants}
+    out = []
+    for e in events:
+        if e["kind"] != "rejected":
+            continue
+        v = by_id.get(e["variant_id"])
+        out.append({"name": v.name if v else "---", "reason": e["text"] or "(no reason given)",
+                    "hypothesis": shorten(v.hypothesis, SHORT) if v else ""})
+    return out
+
+
+def _diff(repo: Path, baseline: Variant | None, best: Variant | None) -> dict[str, Any]:
+    """The best variant's code against the baseline's, as a listing (or why there is none)."""
+    if best is None or baseline is None or best.id == baseline.id:
+        return {"text": None, "message": ""}
+    base = baseline.commit or "v0000"
+    command = f"git -C {repo.name} diff {base[:10]} {best.name}"
+    try:
+        raw = Workspace(repo).diff(base, best.commit or best.name)
+    except Exception as e:  # noqa: BLE001 - a missing repo or commit is reported, not raised
+        return {"text": None, "message": f"the diff could not be read from {repo}: "
+                                        f"{shorten(str(e), 200)}"}
+    text, total = verbatim_safe(raw)
+    shown = min(total, MAX_DIFF_LINES)
+    return {"text": Tex(text), "lines": total, "shown": shown, "truncated": shown < total,
+            "command": command, "message": "" if raw.strip() else "the diff is empty"}
+
+
+# --- rendering and compiling -------------------------------------------------------------
+
+def _finalize(value: Any) -> Any:
+    """Every `\\VAR{}` passes here: LaTeX-escape it unless it is LaTeX already."""
+    if isinstance(value, Tex):
+        return value
+    if value is None:
+        return Tex("---")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return Tex(f"${num(value)}$")
+    if isinstance(value, int):
+        return str(value)
+    return latex_escape(value)
+
+
+def render(context: dict[str, Any], template: str = "report.tex.j2") -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+        block_start_string=r"\BLOCK{", block_end_string="}",
+        variable_start_string=r"\VAR{", variable_end_string="}",
+        comment_start_string=r"\#{", comment_end_string="}",
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        autoescape=False, finalize=_finalize)
+    env.filters["latex_escape"] = latex_escape
+    env.filters["shorten"] = shorten
+    return env.get_template(template).render(**context)
+
+
+def tex_engine() -> list[str] | None:
+    """The command that compiles report.tex here: latexmk if present, else pdflatex."""
+    flags = ["-interaction=nonstopmode", "-halt-on-error", "-file-line-error"]
+    if shutil.which("pdflatex") is None:
+        return None
+    if shutil.which("latexmk"):
+        return ["latexmk", "-pdf", "-norc", *flags, "report.tex"]
+    return ["pdflatex", *flags, "report.tex"]
+
+
+def compile_tex(tex: Path, command: list[str], timeout: float = TEX_TIMEOUT) -> Report:
+    """Compile `tex` in its folder; a TeX failure is a message in the Report, not an error."""
+    folder, pdf, log = tex.parent, tex.with_suffix(".pdf"), tex.with_suffix(".log")
+    for suffix in (".pdf", ".aux", ".fls", ".fdb_latexmk"):  # a stale PDF must not survive
+        tex.with_suffix(suffix).unlink(missing_ok=True)
+    env = {**os.environ, "max_print_line": "1000", "error_line": "254", "half_error_line": "238"}
+    runs = 1 if command[0] == "latexmk" else 2
+    for _ in range(runs):
+        code, output = _run(command, folder, env, timeout)
+        (folder / "compile.log").write_text(output)
+        if code != 0:
+            what = "timed out after %.0f s" % timeout if code is None else f"exit code {code}"
+            return Report(tex, None, f"{command[0]} failed ({what}); see {log}:\n"
+                                     f"{_tex_error(log, output)}", log if log.exists() else None)
+        if "Rerun to get" not in _read(log) and "Label(s) may have changed" not in _read(log):
+            break
+    if not pdf.is_file():
+        return Report(tex, None, f"{command[0]} wrote no PDF; see {log}", log)
+    return Report(tex, pdf, "", log)
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float
+         ) -> tuple[int | None, str]:
+    """Run `command` with no input; on timeout kill its whole process group (latexmk's
+    children included). Returns the exit code (None on timeout) and the output."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, text=True, errors="replace")
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tex_error(log: Path, output: str, lines: int = 12) -> str:
+    """The first TeX error in the log and the lines after it, or the tail of the output."""
+    text = _read(log).splitlines() or output.splitlines()
+    for i, line in enumerate(text):
+        if line.startswith("!") or re.match(r"^\S+\.tex:\d+: ", line):
+            return "\n".join(text[i:i + lines])
+    return "\n".join(text[-lines:])
+
+
+def write_report(run_dir: Path, *, compile_pdf: bool | None = None) -> Report:
+    """Write `run_dir/report/report.tex` and compile it to report.pdf.
+
+    compile_pdf: None compiles when a TeX engine (latexmk or pdflatex) is on PATH; True
+    requires one (ScientistError if there is none, after writing the .tex); False skips.
+    """
+    run_dir = Path(run_dir)
+    context = gather(run_dir)
+    folder = run_dir / "report"
+    folder.mkdir(exist_ok=True)
+    tex = folder / "report.tex"
+    tex.write_text(render(context), encoding="ascii")
+    if compile_pdf is False:
+        return Report(tex, None, "PDF not requested")
+    command = tex_engine()
+    if command is None:
+        hint = ("no TeX engine on PATH (latexmk or pdflatex); on Debian: apt-get install "
+                f"{' '.join(TEX_PACKAGES)}")
+        if compile_pdf:
+            raise ScientistError(f"cannot compile {tex}: {hint}")
+        return Report(tex, None, hint)
+    return compile_tex(tex, command)

@@ -1,0 +1,367 @@
+"""Report: a run folder becomes a LaTeX report a researcher can read (and a PDF with TeX).
+
+The run folder is built with the real Archive and Workspace on a tiny seed; the report
+must show the numbers as the archive holds them, the lineage in order, the diff, and
+survive hypotheses full of LaTeX's special characters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from scientist.archive import Archive
+from scientist.errors import ScientistError
+from scientist.report import (MAX_DIFF_LINES, WRAP, Report, compile_tex, latex_escape, tex_engine,
+                              verbatim_safe, write_report)
+from scientist.seed import load_seed
+from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, SEED_CRASH, SEED_OK,
+                               Result, SeedResult)
+from scientist.workspace import Workspace
+
+MANIFEST = """\
+name = "tiny"
+title = "Tiny seed: learning rates & {braces}"
+summary = "Fits a constant; fitness is accuracy (50% is chance)."
+[files]
+editable = ["train.py"]
+protected = ["evaluate.py", "seed.toml"]
+[commands]
+train = "{python} train.py --seed {seed} --out {out}"
+evaluate = "{python} evaluate.py --out {out} --metrics {metrics}"
+[fitness]
+metric = "acc"
+direction = "max"
+[scales.test]
+timeout = 10
+memory_mb = 200
+training_seeds = 3
+"""
+TRAIN = "lr: float = 0.1\nsteps: int = 10\nprint('training')\n"
+HOSTILE = r"Raise lr to 50% & $x_1$ \alpha → ~{} # ^_^"
+HOSTILE_TEX = (r"Raise lr to 50\% \& \$x\_1\$ \textbackslash{}alpha \ensuremath{\rightarrow} "
+               r"\textasciitilde{}\{\} \# \textasciicircum{}\_\textasciicircum{}")
+SECOND = "Use β₂ = 0.99 ≥ 0.9 for momentum"
+REJECT_REASON = "touches the evaluator {sic} & wastes 100% of the budget"
+
+
+def result(*accs: float, crash: int | None = None) -> Result:
+    seeds = []
+    for i, a in enumerate(accs):
+        if i == crash:
+            seeds.append(SeedResult(i, SEED_CRASH, reason="exit status 1: NaN loss"))
+        else:
+            seeds.append(SeedResult(i, SEED_OK, metrics={"acc": a, "adam_online_acc": a / 2}))
+    return Result(seeds, "acc")
+
+
+class FakeRun:
+    """A run folder built with the real Archive and Workspace, without running anything."""
+
+    def __init__(self, root: Path, run_id: str = "20250101-120000-tiny"):
+        seed_dir = root / "tiny"
+        seed_dir.mkdir()
+        (seed_dir / "seed.toml").write_text(MANIFEST)
+        (seed_dir / "train.py").write_text(TRAIN)
+        (seed_dir / "evaluate.py").write_text("print('evaluate')\n")
+        self.seed = load_seed(seed_dir)
+        self.dir = root / "runs" / run_id
+        self.dir.mkdir(parents=True)
+        (self.dir / "config.json").write_text(json.dumps({
+            "run_id": run_id, "seed": str(seed_dir), "seed_path": str(seed_dir),
+            "scale": "test", "iterations": 5, "selection": "greedy", "proposer": "offline",
+            "sandbox": "local", "rng_seed": 7, "time_budget": None}))
+        self.ws = Workspace.create(self.dir / "repo", self.seed)
+        self.archive = Archive(self.dir / "archive.sqlite", maximize=True)
+        for k, v in dict(status="finished", started_at=1.7e9, finished_at=1.7e9 + 754,
+                         seed_name="tiny", seed_title=self.seed.title,
+                         seed_summary=self.seed.summary, metric="acc", maximize=True,
+                         proposer_uses_llm=False, elapsed_seconds=754.0,
+                         proposer_description="offline hill-climbing, no LLM").items():
+            self.archive.set_meta(k, v)
+        self.baseline = self.add(None, 0, "", result(0.5, 0.52, 0.54))
+
+    def add(self, parent: int | None, it: int, hypothesis: str, res: Result | None,
+            train: str | None = None, status: str | None = None, **fields: object) -> int:
+        vid = self.archive.next_id()
+        commit = None
+        if parent is None:
+            commit = self.ws.head_of("v0000")
+        elif train is not None:
+            commit = self.ws.commit(self.archive.get(parent).commit, {"train.py": train},
+                                    f"v{vid:04d}", f"v{vid:04d}")
+        v = self.archive.new_variant(parent, it, status=status or RUNNING, commit=commit,
+                                     hypothesis=hypothesis, **fields)
+        if res is not None:
+            self.archive.record_result(v.id, res, DONE if res.ok else FAILED)
+        return v.id
+
+    def tex(self, **kw: object) -> str:
+        rep = write_report(self.dir, compile_pdf=False, **kw)
+        return rep.tex.read_text()
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    r = FakeRun(tmp_path)
+    yield r
+    r.archive.close()
+
+
+@pytest.fixture
+def full_run(run: FakeRun) -> FakeRun:
+    """Baseline, an improving child, a failure, a rejection, an invalid proposal, and a
+    grandchild that is the best."""
+    run.v1 = run.add(0, 1, HOSTILE, result(0.6, 0.62, 0.67),
+                     train=TRAIN.replace("0.1", "0.3"), prediction="acc rises by ~5%")
+    run.add(0, 2, "Divide by zero on purpose", result(0.1, 0.1, 0.1, crash=1),
+            train=TRAIN.replace("steps: int = 10", "steps: int = 0"))
+    rej = run.add(run.v1, 3, "Edit the evaluator", None, status=REJECTED)
+    run.archive.log("rejected", REJECT_REASON, rej)
+    run.add(run.v1, 4, "", None, status=INVALID, error="SEARCH block matched nothing")
+    run.v5 = run.add(run.v1, 5, SECOND, result(0.7, 0.71, 0.75),
+                     train=TRAIN.replace("0.1", "0.3").replace("10", "20"),
+                     prediction="a steadier gradient → higher acc")
+    return run
+
+
+def pm(v) -> str:
+    return f"{v.fitness:.4f} \\pm {v.fitness_stderr:.4f}"
+
+
+# --- escaping ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, tex", [
+    (HOSTILE, HOSTILE_TEX),
+    ("α β Γ Ω", r"\ensuremath{\alpha} \ensuremath{\beta} \ensuremath{\Gamma} \ensuremath{\Omega}"),
+    ("lr ≤ 1e-3, x² ≈ 4",
+     r"lr \ensuremath{\leq} 1e-3, x\textsuperscript{2} \ensuremath{\approx} 4"),
+    ("café naïve", r"caf\'{e} na\"{i}ve"),
+    ("“quoted” — dash", r"``quoted'' --- dash"),
+    ("a\nb\t\tc", "a b c"),
+    ("<<x>> |y|", r"\textless{}\textless{}x\textgreater{}\textgreater{} \textbar{}y\textbar{}"),
+    ("emoji 😀 and bell \x07", "emoji ? and bell"),
+])
+def test_latex_escape(text, tex):
+    assert latex_escape(text) == tex
+
+
+def test_latex_escape_output_is_ascii_for_any_text():
+    text = "".join(chr(c) for c in range(0, 0x3000, 7))
+    assert latex_escape(text).isascii()
+
+
+def test_verbatim_safe_keeps_a_listing_from_ending_early_and_cuts_long_diffs():
+    text, n = verbatim_safe("+x = r'\\end{lstlisting}' # (*@ not TeX @*)\n+y = 'α→β'\n+\tz\x0c\n")
+    assert "\\end{lstlisting}" not in text
+    assert r"(*@\reportbs@*)end{lstlisting}" in text and r"# (*@\reportopen@*) not TeX" in text
+    assert "+y = 'alpha->beta'" in text and "+   z" in text and n == 3
+    long, n = verbatim_safe("".join(f"+line {i}\n" for i in range(MAX_DIFF_LINES + 50)))
+    assert n == MAX_DIFF_LINES + 50 and len(long.splitlines()) == MAX_DIFF_LINES
+    cut, _ = verbatim_safe("+" + "x" * 5000)
+    assert len(cut) < 500 and cut.endswith("more characters]")
+    assert all(len(line) <= WRAP + len(r"(*@\reportcont@*)") for line in cut.splitlines())
+    assert cut.count(r"(*@\reportcont@*)") == len(cut.splitlines()) - 1 >= 3
+
+
+# --- what the report says ---------------------------------------------------------------
+
+def test_report_shows_baseline_and_best_with_their_stderr(full_run):
+    tex = full_run.tex()
+    base, best = full_run.archive.get(0), full_run.archive.get(full_run.v5)
+    assert full_run.archive.best(1)[0].id == best.id
+    assert pm(base) in tex and pm(best) in tex
+    assert "over 3 training seeds" in tex
+    # the other metrics the evaluator reported, for both
+    assert r"\texttt{adam\_online\_acc}" in tex
+    assert f"{base.metrics['adam_online_acc']:.4f}" in tex
+    assert f"{best.metrics['adam_online_acc']:.4f}" in tex
+    assert f"+{best.fitness - base.fitness:.4f}" in tex
+
+
+def test_report_states_the_setup_and_that_no_llm_was_used(full_run):
+    tex = full_run.tex()
+    assert r"Tiny seed: learning rates \& \{braces\}" in tex
+    assert r"20250101-120000-tiny" in tex
+    assert "no LLM was used" in tex
+    assert r"\texttt{greedy}" in tex or "greedy" in tex
+    assert "12 min 34 s" in tex  # elapsed_seconds = 754
+    assert r"proposals after the baseline & 5 \\" in tex
+    assert r"evaluated successfully & 2 \\" in tex
+    assert r"rejected by a human & 1 \\" in tex
+    assert r"invalid (edits could not be applied) & 1 \\" in tex
+
+
+def test_lineage_lists_each_hypothesis_in_order_with_its_change(full_run):
+    tex = full_run.tex()
+    section = tex[tex.index("Lineage of the best variant"):tex.index(r"\section{Failures}")]
+    first, second = section.index(HOSTILE_TEX), section.index(latex_escape(SECOND))
+    assert section.index("v0000") < first < second
+    assert "Divide by zero" not in section  # not an ancestor of the best
+    v1, v5 = full_run.archive.get(full_run.v1), full_run.archive.get(full_run.v5)
+    assert f"+{v5.fitness - v1.fitness:.4f}$ (better)" in section
+    assert latex_escape("a steadier gradient → higher acc") in section
+
+
+def test_escaping_holds_everywhere(full_run):
+    tex = full_run.tex()
+    assert tex.isascii()
+    assert HOSTILE not in tex and HOSTILE_TEX[:40] in tex
+    assert latex_escape(REJECT_REASON) in tex
+    assert r"\ensuremath{\beta}\ensuremath{_{2}}" in tex
+
+
+def test_report_shows_the_diff_of_the_best_against_the_baseline(full_run):
+    tex = full_run.tex()
+    listing = tex[tex.index(r"\begin{lstlisting}"):tex.index(r"\end{lstlisting}")]
+    assert "-lr: float = 0.1" in listing and "+lr: float = 0.3" in listing
+    assert "+steps: int = 20" in listing
+    assert "diff --git a/train.py b/train.py" in listing
+
+
+def test_failures_and_rejections_are_listed(full_run):
+    tex = full_run.tex()
+    failures = tex[tex.index(r"\section{Failures}"):tex.index(r"\section{Human rejections}")]
+    assert r"crash & 1 \\" in failures
+    assert r"invalid proposal (edits did not apply) & 1 \\" in failures
+    assert "NaN loss" in failures and "SEARCH block matched nothing" in failures
+    rejections = tex[tex.index(r"\section{Human rejections}"):]
+    assert "v0003" in rejections and latex_escape(REJECT_REASON) in rejections
+
+
+def test_plot_has_every_evaluated_variant_the_running_best_and_failures(full_run):
+    tex = full_run.tex()
+    assert "(0,0.52) (1,0.63) (5,0.72)" in tex  # evaluated variants
+    assert "(0,0.52) (1,0.63) (5,0.72)" in tex.split("running best")[0].split("const plot")[1]
+    assert "failed (no fitness)" in tex and "coordinates {(2," in tex
+
+
+def test_report_says_plainly_when_the_best_is_the_baseline(run):
+    run.add(0, 1, "Halve the learning rate", result(0.3, 0.31, 0.35),
+            train=TRAIN.replace("0.1", "0.05"))
+    tex = run.tex()
+    assert "No variant beat the baseline" in tex
+    assert "The best variant is the unmodified seed" in tex
+    assert r"\begin{lstlisting}" not in tex
+    assert pm(run.archive.get(0)) in tex
+
+
+def test_report_of_a_run_where_nothing_succeeded(tmp_path):
+    r = FakeRun(tmp_path)
+    r.archive.update(0, status=FAILED, fitness=None, fitness_stderr=None)
+    tex = r.tex()
+    r.archive.close()
+    assert "not even the unmodified seed" in tex and "nothing to plot" in tex
+
+
+def test_lower_is_better_runs_rank_by_the_lowest_fitness(run):
+    run.archive.set_meta("maximize", False)
+    low = run.add(0, 1, "Shrink the loss", result(0.2, 0.25, 0.3),
+                  train=TRAIN.replace("0.1", "0.2"))
+    run.add(0, 2, "Grow the loss", result(0.8, 0.8, 0.9), train=TRAIN.replace("0.1", "0.4"))
+    tex = run.tex()
+    assert "The best variant, v0001" in tex and "lower is better" in tex
+    section = tex[tex.index("Lineage of the best variant"):]
+    v = run.archive.get(low)
+    assert f"${v.fitness - run.archive.get(0).fitness:.4f}$ (better)" in section
+
+
+def test_a_long_diff_is_cut_with_a_note(run):
+    long = TRAIN + "".join(f"x{i} = {i}\n" for i in range(MAX_DIFF_LINES + 100))
+    run.add(0, 1, "Add many constants", result(0.9, 0.91, 0.92), train=long)
+    tex = run.tex()
+    assert f"the first {MAX_DIFF_LINES} of its" in tex
+    assert f"+x{MAX_DIFF_LINES - 20} =" in tex and f"+x{MAX_DIFF_LINES + 50} =" not in tex
+
+
+def test_a_report_mid_run_and_without_its_repo_still_renders(run):
+    run.archive.set_meta("status", "running")
+    run.add(0, 1, "Better", result(0.9, 0.91, 0.92), train=TRAIN.replace("0.1", "0.2"))
+    run.add(1, 2, "Still being evaluated", None, train=TRAIN.replace("0.1", "0.25"))
+    shutil.rmtree(run.dir / "repo")
+    tex = run.tex()
+    assert "Status of the run: running" in tex
+    assert r"not finished (pending or running) & 1 \\" in tex
+    assert "diff of v0001 against the baseline is not available" in tex
+
+
+def test_a_real_run_of_the_toy_seed(toy, make_run):
+    """The run folder as the loop writes it: config, meta and repo all as the report reads them."""
+    run, _ = make_run(toy, iterations=3)
+    run.execute()
+    tex = write_report(run.dir, compile_pdf=False).tex.read_text()
+    best, base = run.archive.best(1)[0], run.archive.get(0)
+    assert "Toy regression seed" in tex and r"\texttt{toy}" in tex and r"\texttt{test}" in tex
+    assert "fme (fitness-monotonic" in tex and "no LLM was used" in tex
+    assert pm(base) in tex and pm(best) in tex
+    assert r"proposals after the baseline & 3 \\" in tex
+
+
+def test_not_a_run_folder_is_an_error(tmp_path):
+    with pytest.raises(ScientistError, match="not a run folder"):
+        write_report(tmp_path)
+
+
+# --- compiling --------------------------------------------------------------------------
+
+def fake_engine(folder: Path, script: str) -> list[str]:
+    path = folder / "fake-pdflatex"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return [str(path), "report.tex"]
+
+
+def test_a_tex_failure_is_a_message_with_the_log_not_a_crash(full_run, tmp_path):
+    tex = Path(write_report(full_run.dir, compile_pdf=False).tex)
+    cmd = fake_engine(tmp_path, "printf 'This is TeX\\n! Undefined control sequence.\\n"
+                                "l.42 \\\\oops\\n' > report.log\nexit 1\n")
+    rep = compile_tex(tex, cmd)
+    assert rep.pdf is None and rep.log == tex.with_suffix(".log")
+    assert "exit code 1" in rep.message and "! Undefined control sequence." in rep.message
+
+
+def test_a_hanging_tex_engine_is_stopped(full_run, tmp_path):
+    tex = Path(write_report(full_run.dir, compile_pdf=False).tex)
+    rep = compile_tex(tex, fake_engine(tmp_path, "sleep 60\n"), timeout=1)
+    assert rep.pdf is None and "timed out" in rep.message
+
+
+def test_required_pdf_without_tex_raises_after_writing_the_tex(full_run, monkeypatch):
+    monkeypatch.setattr("scientist.report.tex_engine", lambda: None)
+    with pytest.raises(ScientistError, match="no TeX engine"):
+        write_report(full_run.dir, compile_pdf=True)
+    assert (full_run.dir / "report" / "report.tex").is_file()
+    rep = write_report(full_run.dir)
+    assert isinstance(rep, Report) and rep.pdf is None and "apt-get install" in rep.message
+
+
+def require_tex() -> None:
+    if tex_engine() is None:
+        msg = "no TeX engine (latexmk or pdflatex) on PATH"
+        if os.environ.get("SCIENTIST_REQUIRE_TEX") == "1":
+            pytest.fail(f"SCIENTIST_REQUIRE_TEX=1 but {msg}")
+        pytest.skip(msg)
+
+
+def test_report_compiles_to_pdf(full_run):
+    require_tex()
+    # a diff no TeX would survive unprotected: unicode, a listing terminator, a huge line
+    nasty = TRAIN + "s = '→ α \\end{lstlisting} (*@ $^_%&#~{'\nt = '" + "y" * 3000 + "'\n\x0c\n"
+    full_run.add(full_run.v5, 6, "Nasty ✓ ünïcödé → \\input{/etc/passwd} %",
+                 result(0.9, 0.9, 0.92), train=nasty, prediction="⚡ $$ }{")
+    rep = write_report(full_run.dir, compile_pdf=True)
+    assert rep.message == "" and rep.pdf is not None
+    assert rep.pdf.read_bytes()[:5] == b"%PDF-" and rep.pdf.stat().st_size > 20_000
+    if shutil.which("pdftotext"):  # poppler-utils: check what a reader sees
+        text = subprocess.run(["pdftotext", "-layout", str(rep.pdf), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert "no LLM was used" in text and "v0006" in text
+        assert "\\input{/etc/passwd}" in text  # shown, not executed
+        assert r"Raise lr to 50% & $x_1$ \alpha" in text
+        assert r"+s = '-> alpha \end{lstlisting} (*@ $^_%&#~{'" in text  # the diff, intact
