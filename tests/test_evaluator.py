@@ -1,0 +1,176 @@
+"""Evaluator: the pristine evaluator scores every variant; failures become Results."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from scientist.evaluator import Evaluator, read_metrics
+from scientist.sandbox import LocalSandbox
+from scientist.seed import load_seed
+from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT
+from scientist.workspace import Workspace
+
+
+class Bench:
+    """An evaluator on a toy-seed copy, and a way to commit variants of its train.py."""
+
+    def __init__(self, toy, tmp_path, workers: int = 1):
+        self.seed = load_seed(toy.path)
+        self.ws = Workspace.create(tmp_path / "repo", self.seed)
+        self.root = self.ws.head_of("v0000")
+        self.tmp = tmp_path
+        self.evaluator = Evaluator(self.seed, self.seed.scale("test"), self.ws, LocalSandbox(),
+                                   self.root, workers=workers)
+        self.n = 0
+
+    def variant(self, extra_line: str = "", **fields: object) -> str:
+        """Commit a child of the baseline with these `Args` defaults (and a line of code)."""
+        text = self.ws.read(self.root, ["train.py"])["train.py"]
+        for name, value in fields.items():
+            text, k = re.subn(rf"^(    {name}: \w+ = )[^#\n]+?(  #)", rf"\g<1>{value!r}\2",
+                              text, flags=re.M)
+            assert k == 1
+        if extra_line:
+            text = text.replace("    args = Args()\n", f"    args = Args()\n    {extra_line}\n")
+        self.n += 1
+        return self.ws.commit(self.root, {"train.py": text}, f"v{self.n:04d}", f"v{self.n:04d}")
+
+    def evaluate(self, commit: str, name: str = "v"):
+        return self.evaluator.evaluate(commit, self.tmp / "variants" / name)
+
+
+def test_a_normal_variant_gets_a_fitness_from_each_training_seed(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    seen = []
+    r = b.evaluator.evaluate(b.root, tmp_path / "variants" / "v0000", on_seed=seen.append)
+    assert r.ok and [s.seed for s in r.seeds] == [0, 1]
+    assert sorted(s.seed for s in seen) == [0, 1]
+    assert all(s.status == SEED_OK for s in r.seeds)
+    assert r.mean == pytest.approx(sum(s.metrics["neg_mse"] for s in r.seeds) / 2)
+    assert -10 < r.mean < 0 and r.stderr is not None
+    # the seed's files and logs are kept, the working copy is not
+    folder = tmp_path / "variants" / "v0000" / "seed-0"
+    assert (folder / "metrics.json").is_file() and (folder / "train.err").is_file()
+    assert (folder / "out" / "model.json").is_file()
+    assert not (folder / "work").exists()
+
+
+def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    honest = b.evaluate(b.variant(mode="normal"), "honest")
+    cheat = b.evaluate(b.variant(mode="cheat"), "cheat")
+    assert cheat.ok
+    assert cheat.mean == pytest.approx(honest.mean)
+    assert cheat.mean < 0  # not the planted 1e9
+    assert {"w", "b"} <= set(cheat.seeds[0].metrics)  # written by the pristine evaluator
+
+
+def test_metrics_planted_by_training_are_not_read(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    # training writes metrics files where the real one goes: only what the pristine
+    # evaluator writes afterwards counts
+    plant = ("import json; [json.dump({'neg_mse': 1e9}, open(p, 'w')) for p in "
+             "(os.path.join(a.out, '..', 'metrics.json'), os.path.join(a.out, 'metrics.json'))]")
+    commit = b.variant(plant)
+    r = b.evaluate(commit, "planted")
+    assert r.ok and r.mean < 0
+
+
+def test_evaluate_env_reaches_only_the_evaluate_step(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    commit = b.variant("print('TRAIN_SEES=' + os.environ.get('TOY_EVAL_ONLY', '<none>'))")
+    r = b.evaluate(commit, "env")
+    assert r.ok
+    assert all(s.metrics["eval_only_env"] == 1.0 for s in r.seeds)  # evaluate got it
+    out = (tmp_path / "variants" / "env" / "seed-0" / "train.out").read_text()
+    assert "TRAIN_SEES=<none>" in out
+
+
+def test_training_sees_no_host_secret(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCIENTIST_TEST_SECRET", "hunter2")
+    b = Bench(toy, tmp_path)
+    r = b.evaluate(b.variant(mode="secret"), "secret")
+    assert r.ok
+    for s in (0, 1):
+        out = (tmp_path / "variants" / "secret" / f"seed-{s}" / "train.out").read_text()
+        assert "SECRET=<none>" in out and "hunter2" not in out
+
+
+def test_a_missing_metric_is_a_no_metrics_failure(toy, tmp_path):
+    toy.replace_manifest('metric = "neg_mse"', 'metric = "accuracy"')
+    b = Bench(toy, tmp_path)
+    r = b.evaluate(b.root)
+    assert not r.ok and r.mean is None
+    assert {s.status for s in r.seeds} == {SEED_NO_METRICS}
+    assert "'accuracy'" in r.reason
+
+
+def test_an_evaluator_that_writes_nothing_is_a_no_metrics_failure(toy, tmp_path):
+    ev = toy.path / "evaluate.py"
+    ev.write_text(ev.read_text().replace('open(a.metrics, "w")', "open(os.devnull, 'w')"))
+    b = Bench(toy, tmp_path)
+    r = b.evaluate(b.root)
+    assert not r.ok and "no metrics file" in r.reason
+
+
+@pytest.mark.parametrize("mode, status, reason, stderr", [
+    ("crash", SEED_CRASH, "exit status 1", "toy seed crashed on purpose"),
+    ("hang", SEED_TIMEOUT, "time limit", None),
+    ("hog", SEED_OOM, "MiB", None),
+])
+def test_misbehaving_training_becomes_a_failed_result(toy, tmp_path, mode, status, reason,
+                                                      stderr):
+    toy.set_scale(timeout=1, memory_mb=150, training_seeds=1)
+    b = Bench(toy, tmp_path)
+    r = b.evaluate(b.variant(mode=mode), mode)
+    assert not r.ok and r.mean is None and r.values == []
+    (s,) = r.seeds
+    assert s.status == status
+    assert reason in s.reason
+    assert f"seed 0: {status}" in r.reason
+    if stderr:
+        assert stderr in s.stderr_tail and "Traceback" in s.stderr_tail
+
+
+def test_one_failing_training_seed_fails_the_variant(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    commit = b.variant("if a.seed == 1: raise SystemExit('only seed 1 fails')")
+    r = b.evaluate(commit, "half")
+    assert [s.status for s in r.seeds] == [SEED_OK, SEED_CRASH]
+    assert not r.ok and r.mean is None
+    assert "only seed 1 fails" in r.seeds[1].stderr_tail
+
+
+def test_parallel_workers_keep_seed_order_and_values(toy, tmp_path):
+    serial = Bench(toy, tmp_path / "a")
+    parallel = Bench(toy, tmp_path / "b", workers=2)
+    a, b = serial.evaluate(serial.root), parallel.evaluate(parallel.root)
+    assert [s.seed for s in b.seeds] == [0, 1]
+    assert b.values == pytest.approx(a.values)
+
+
+def test_an_interrupted_seed_folder_is_started_afresh(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    folder = tmp_path / "variants" / "v" / "seed-0"
+    (folder / "work").mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"neg_mse": 1e9}))
+    r = b.evaluate(b.root)
+    assert r.ok and r.mean < 0
+
+
+def test_read_metrics_problems(tmp_path):
+    p = tmp_path / "m.json"
+    assert read_metrics(p, "x")[1].startswith("the evaluator wrote no metrics file")
+    p.write_text("{not json")
+    assert "not valid JSON" in read_metrics(p, "x")[1]
+    p.write_text("[1, 2]")
+    assert "JSON object" in read_metrics(p, "x")[1]
+    p.write_text(json.dumps({"x": True, "y": 2}))
+    assert "no number 'x'" in read_metrics(p, "x")[1]
+    p.write_text('{"x": NaN}')
+    assert "not finite" in read_metrics(p, "x")[1]
+    p.write_text(json.dumps({"x": 1, "note": "text"}))
+    assert read_metrics(p, "x") == ({"x": 1.0}, "")
