@@ -94,7 +94,8 @@ class OfflineProposer:
             n = 1 if len(knobs) == 1 or ctx.rng.random() < 0.7 else min(self.max_knobs, len(knobs))
             chosen = self._pick(knobs, past, ctx.rng, n)
             changes = [self._mutate(k, ctx, past, byid) for k in chosen]
-            if all((ctx.parent.id, c.knob.name, repr(c.new)) in tried for c in changes):
+            if (all((ctx.parent.id, c.knob.name, repr(c.new)) in tried for c in changes)
+                    or any(c.new == c.old for c in changes)):
                 continue
             return self._proposal(changes, ctx)
         raise ValueError("the offline proposer found no untried change from this parent")
@@ -123,6 +124,9 @@ class OfflineProposer:
             new = ctx.rng.choice([v for v in k.values if v != old] or list(k.values))
         else:
             new = self._step(k, old, self._direction(k, ctx, past, byid), ctx.rng)
+        # the value the code will hold (floats keep 3 significant digits): what `tried`
+        # and the hypothesis compare and show
+        new = ast.literal_eval(format_value(k.type, new))
         line = m.group(0)
         start, end = m.span("value")
         new_line = line[: start - m.start()] + format_value(k.type, new) + line[end - m.start():]
