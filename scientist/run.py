@@ -117,6 +117,9 @@ class Run:
                                    self.workspace.head_of("v0000"), workers, threads)
         self.progress = Progress(self.console, self.config.iterations or 0,
                                  self.archive.get_meta("elapsed_seconds", 0.0))
+        best = self.archive.best(1)  # a resumed run keeps its best so far (and `best` branch)
+        if best:
+            self.progress.best = self.archive.fitness(best[0])
         self.console.print(self.banner(), highlight=False)
         if not self.proposer.uses_llm:
             self.console.print(f"  {self.proposer.describe()}", highlight=False)

@@ -1,0 +1,325 @@
+"""The research loop end to end on the toy seed: in process, and as `scientist` processes
+that a user approves at, interrupts, kills and resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli_argv, cli_env, make_console
+from scientist.archive import Archive
+from scientist.errors import ScientistError
+from scientist.run import Run
+
+MODE_CHOICE = """[[mutable]]
+file = "train.py"
+name = "mode"
+type = "choice"
+values = ["normal", "crash", "hang"]
+"""
+
+LR_CHOICE = """[[mutable]]
+file = "train.py"
+name = "lr"
+type = "choice"
+values = [0.01, 0.0001]
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def reopen(run_dir: Path) -> Archive:
+    return Archive(run_dir / "archive.sqlite")
+
+
+def test_a_run_end_to_end(toy, make_run, runs_dir):
+    run, out = make_run(toy, iterations=3)
+    run.execute()
+    text = out.getvalue()
+    for words in ("seed toy at scale test", "local sandbox", "offline proposer",
+                  "no LLM configured", f"run folder {runs_dir / 'r'}",
+                  "best variants by neg_mse (higher is better)"):
+        assert words in text
+    assert text.index("v0000: evaluating the unmodified seed") < text.index("iter 1/3")
+
+    a = run.archive
+    vs = a.all()
+    assert [v.id for v in vs] == [0, 1, 2, 3]
+    assert [v.iteration for v in vs] == [0, 1, 2, 3]
+    base = vs[0]
+    assert base.parent_id is None and base.proposer == "baseline"
+    assert base.commit == run.workspace.head_of("v0000") and base.fitness is not None
+    for v in vs[1:]:
+        assert v.parent_id is not None and v.parent_id < v.id
+        assert v.hypothesis and v.diff.startswith("diff --git a/train.py")
+        assert v.commit == git(run.dir / "repo", "rev-parse", v.name)
+        assert git(run.dir / "repo", "rev-parse", f"{v.name}^") == a.get(v.parent_id).commit
+    best = a.best()[0]
+    assert best.fitness >= base.fitness
+    assert git(run.dir / "repo", "rev-parse", "best") == best.commit
+    assert a.get_meta("status") == "finished"
+    assert (run.dir / "config.json").is_file()
+    assert (run.dir / "variants" / "v0002" / "seed-1" / "train.err").is_file()
+
+
+def test_a_crashing_baseline_stops_the_run_with_a_message(toy, make_run):
+    toy.set_mode("crash")
+    run, out = make_run(toy, iterations=3)
+    run.execute()  # no exception
+    text = out.getvalue()
+    assert "Stopped:" in text and "baseline itself failed" in text
+    assert run.archive.count() == 1
+    assert run.archive.get(0).status == "failed"
+    assert "crash" in run.archive.get(0).error
+    assert run.archive.get_meta("status") == "stopped"
+
+
+def test_a_crashing_baseline_is_no_traceback_on_the_command_line(toy, runs_dir,
+                                                                   scientist_cli):
+    toy.set_mode("crash")
+    p = scientist_cli("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "2",
+                      "--runs-dir", str(runs_dir), "--run-id", "r", "--no-report")
+    assert "Traceback" not in p.stdout + p.stderr
+    assert p.returncode == 0
+    assert "Stopped:" in p.stdout and "baseline itself failed" in p.stdout
+    assert "v0000: failed — seed 0: crash" in p.stdout
+
+
+def test_failing_variants_do_not_stop_the_loop(toy, make_run):
+    # the only knob is `mode`: every proposal makes training crash or hang
+    toy.only_mutable(MODE_CHOICE).set_scale(timeout=1, training_seeds=1)
+    run, out = make_run(toy, iterations=3)
+    run.execute()
+    a = run.archive
+    v1, v2, v3 = a.get(1), a.get(2), a.get(3)
+    assert (v1.status, v2.status) == ("failed", "failed")
+    assert sorted(v.result.seeds[0].status for v in (v1, v2)) == ["crash", "timeout"]
+    assert v1.fitness is None and v2.fitness is None
+    # both changes were tried from the only possible parent: nothing left to propose
+    assert v3.status == "invalid" and "no untried change" in v3.error
+    assert a.get_meta("status") == "finished"
+    assert "failed" in out.getvalue() and "invalid proposal" in out.getvalue()
+
+
+def test_time_budget_stops_early_with_a_message(toy, make_run):
+    run, out = make_run(toy, iterations=50, time_budget=0.01)
+    run.execute()
+    assert "time budget of 0 s reached" in out.getvalue()
+    assert run.archive.count() == 1  # the baseline always runs
+    assert run.archive.get_meta("status") == "stopped"
+
+
+def test_a_run_folder_is_never_overwritten(toy, make_run, runs_dir):
+    make_run(toy, iterations=0)
+    with pytest.raises(ScientistError, match="exists already.*scientist resume r"):
+        make_run(toy, iterations=0)
+
+
+def test_resume_keeps_the_best_so_far(toy, make_run, runs_dir):
+    # the only change there is (lr 0.01 -> 0.0001) makes things worse
+    toy.only_mutable(LR_CHOICE).set_scale(training_seeds=1)
+    run, _ = make_run(toy, iterations=0)
+    run.execute()
+    base = run.archive.get(0)
+    run.close()
+
+    console, out = make_console()
+    again = Run.open(runs_dir / "r", console, iterations=1)
+    try:
+        again.execute()
+        worse = again.archive.get(1)
+        assert worse.fitness < base.fitness
+        assert git(again.dir / "repo", "rev-parse", "best") == base.commit
+        assert "new best" not in out.getvalue()
+        assert again.archive.get_meta("status") == "finished"
+    finally:
+        again.close()
+
+
+def test_a_finished_run_writes_its_report(toy, make_run):
+    pytest.importorskip("scientist.report")
+    run, out = make_run(toy, iterations=1, report=True)
+    run.execute()
+    assert (run.dir / "report.tex").is_file() or list(run.dir.rglob("report.tex"))
+    assert "report:" in out.getvalue()
+
+
+# --- as a user runs it: subprocesses, stdin answers, signals -----------------------------
+
+
+def run_args(toy, runs_dir: Path, iterations: int, *extra: str) -> list[str]:
+    return ["run", "--seed", str(toy.path), "--scale", "test", "--iterations", str(iterations),
+            "--runs-dir", str(runs_dir), "--run-id", "r", "--no-report", *extra]
+
+
+def test_approve_reject_and_quit_at_the_prompt(toy, runs_dir, scientist_cli):
+    toy.set_scale(training_seeds=1)
+    answers = "maybe\nr\nthe step size is already fine\na\nq\n"
+    p = scientist_cli(*run_args(toy, runs_dir, 3, "--approve"), input=answers)
+    assert p.returncode == 0, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "Hypothesis:" in p.stdout and "[a]pprove, [r]eject, [q]uit?" in p.stdout
+    assert "Please answer a, r or q." in p.stdout
+    assert "Stopped:" in p.stdout
+
+    a = reopen(runs_dir / "r")
+    try:
+        rejected, approved = a.get(1), a.get(2)
+        assert rejected.status == "rejected" and rejected.commit is None
+        assert rejected.error == "the step size is already fine"
+        assert rejected.hypothesis and rejected.diff
+        assert [(e["kind"], e["text"]) for e in a.events(1)] == [
+            ("rejected", "the step size is already fine")]
+        assert approved.status == "done" and approved.fitness is not None
+        assert a.count() == 3  # quit before iteration 3 was recorded
+        assert a.get_meta("status") == "stopped"
+    finally:
+        a.close()
+
+    p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir), input="a\n")
+    assert p.returncode == 0, p.stderr
+    a = reopen(runs_dir / "r")
+    try:
+        assert [v.iteration for v in a.all()] == [0, 1, 2, 3]
+        assert a.get(3).status == "done"
+        assert a.get_meta("status") == "finished"
+    finally:
+        a.close()
+
+
+def test_end_of_input_at_the_prompt_stops_the_run(toy, runs_dir, scientist_cli):
+    toy.set_scale(training_seeds=1)
+    p = scientist_cli(*run_args(toy, runs_dir, 2, "--approve"), input="")
+    assert p.returncode == 0 and "no answer" in p.stdout
+    a = reopen(runs_dir / "r")
+    try:
+        assert a.count() == 1 and a.get_meta("status") == "stopped"
+    finally:
+        a.close()
+
+
+def variants(run_dir: Path) -> list[tuple[int, int, str]]:
+    """(id, iteration, status) of each variant, read without taking any lock."""
+    path = run_dir / "archive.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return db.execute("SELECT id, iteration, status FROM variants ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return []
+    finally:
+        db.close()
+
+
+def start_slow_run(toy, runs_dir: Path, iterations: int) -> subprocess.Popen:
+    """A run whose every training step sleeps a second, so it can be hit mid-variant."""
+    toy.set_scale(training_seeds=1).add_to_train("time.sleep(1.0)")
+    return subprocess.Popen(cli_argv(*run_args(toy, runs_dir, iterations)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(), cwd=toy.path.parent)
+
+
+def wait_until_training(run_dir: Path, proc: subprocess.Popen, vid: int) -> None:
+    """Wait until variant `vid` is running and its training step has started."""
+    started = run_dir / "variants" / f"v{vid:04d}" / "seed-0" / "train.err"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if started.exists() and any(v[0] == vid and v[2] == "running"
+                                    for v in variants(run_dir)):
+            return
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"v{vid:04d} never started training: {variants(run_dir)}")
+
+
+def steps_of(run_dir: Path) -> list[int]:
+    """Processes still running a step of this run (their command line names the run)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                state = Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if str(run_dir).encode() in cmd and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def no_steps_left(run_dir: Path) -> bool:
+    deadline = time.monotonic() + 15
+    while steps_of(run_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not steps_of(run_dir)
+
+
+def resume_finishes(runs_dir: Path, scientist_cli, iterations: int, in_flight: int) -> None:
+    p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"v{in_flight:04d} was in flight when the run stopped" in p.stdout
+    rows = variants(runs_dir / "r")
+    assert len(rows) == iterations + 1
+    assert [r[1] for r in rows] == list(range(iterations + 1))  # no duplicate iteration
+    assert {r[2] for r in rows} == {"done"}
+    a = reopen(runs_dir / "r")
+    try:
+        assert a.get_meta("status") == "finished"
+        v = a.get(in_flight)
+        assert v.fitness is not None and v.result is not None
+        assert v.commit == git(runs_dir / "r" / "repo", "rev-parse", v.name)
+    finally:
+        a.close()
+
+
+def test_resume_after_kill_9(toy, runs_dir, scientist_cli):
+    proc = start_slow_run(toy, runs_dir, iterations=2)
+    wait_until_training(runs_dir / "r", proc, 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    rows = variants(runs_dir / "r")
+    assert rows[0][2] == "done" and rows[1][:3] == (1, 1, "running")  # archive intact
+    assert no_steps_left(runs_dir / "r"), "the training step outlived its orchestrator"
+    resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=1)
+
+
+def test_ctrl_c_then_resume(toy, runs_dir, scientist_cli):
+    proc = start_slow_run(toy, runs_dir, iterations=2)
+    wait_until_training(runs_dir / "r", proc, 1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Interrupted." in out and "scientist resume r" in out
+    assert "Traceback" not in err
+    assert no_steps_left(runs_dir / "r")
+    a = reopen(runs_dir / "r")
+    try:
+        assert a.get_meta("status") == "interrupted"
+        assert a.get(1).status == "running"
+    finally:
+        a.close()
+    resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=1)
+
+
+def test_a_run_in_use_cannot_be_resumed_twice(toy, runs_dir, scientist_cli):
+    proc = start_slow_run(toy, runs_dir, iterations=1)
+    try:
+        wait_until_training(runs_dir / "r", proc, 0)
+        p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
+        assert p.returncode == 2 and "in use by another scientist process" in p.stdout
+    finally:
+        proc.kill()
+        proc.communicate()
