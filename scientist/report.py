@@ -35,15 +35,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import git
 import jinja2
 
 from scientist.archive import Archive
 from scientist.errors import ScientistError
-from scientist.variant import DONE, FAILED, INVALID, PENDING, REJECTED, RUNNING, Fitness, Variant
+from scientist.variant import (DONE, FAILED, INVALID, PENDING, REJECTED, RUNNING, SEED_CRASH,
+                               SEED_NO_METRICS, SEED_OOM, SEED_TIMEOUT, Fitness, Variant)
 from scientist.workspace import Workspace
 
 META = ("status", "started_at", "finished_at", "created_at", "seed_name", "seed_title",
         "seed_summary", "metric", "proposer_uses_llm", "proposer_description", "elapsed_seconds")
+SEED_FAILURES = {SEED_CRASH: "crash (non-zero exit)", SEED_TIMEOUT: "timeout",
+                 SEED_OOM: "out of memory", SEED_NO_METRICS: "no metrics (evaluator output)"}
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "report"
 TOP_N = 10  # rows of the top-variants table
 SHORT = 110  # characters of a hypothesis in a table cell
@@ -189,10 +193,12 @@ def _ascii_fallback(c: str) -> str:
 # --- numbers -----------------------------------------------------------------------------
 
 def num(x: float | None) -> str:
-    """A measured value as the console prints it (4 decimals), or in scientific notation
-    when 4 decimals would hide it; '---' for no value."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    """A measured value, for math mode: 4 decimals as the console prints it, or scientific
+    notation when 4 decimals would hide it; '---' for no value (outside math mode)."""
+    if x is None:
         return "---"
+    if not math.isfinite(x):  # other metrics than the fitness may be anything a float can
+        return r"\mathrm{NaN}" if math.isnan(x) else ("" if x > 0 else "-") + r"\infty"
     if x == 0 or 1e-3 <= abs(x) < 1e6:
         return f"{x:.4f}"
     mant, exp = f"{x:.3e}".split("e")
@@ -330,7 +336,7 @@ def _view(v: Variant) -> dict[str, Any]:
     return {"name": v.name, "parent": f"v{v.parent_id:04d}" if v.parent_id is not None else "---",
             "fitness": pm(v.fitness, v.fitness_stderr), "n": v.fitness_n, "status": v.status,
             "hypothesis": v.hypothesis or "baseline: the unmodified seed",
-            "prediction": v.prediction, "rationale": v.rationale, "iteration": v.iteration}
+            "prediction": v.prediction, "iteration": v.iteration}
 
 
 def _seed_stats(v: Variant) -> dict[str, tuple[float, float | None]]:
@@ -428,7 +434,7 @@ def _failures(variants: list[Variant]) -> dict[str, Any]:
             reasons["invalid proposal (edits did not apply)"] += 1
         elif v.result and any(not s.ok for s in v.result.seeds):
             for status in sorted({s.status for s in v.result.seeds if not s.ok}):
-                reasons[status] += 1
+                reasons[SEED_FAILURES.get(status, status)] += 1
         else:
             reasons["error"] += 1
     examples = [{"name": v.name, "status": v.status, "hypothesis": shorten(v.hypothesis, SHORT),
@@ -452,17 +458,16 @@ def _diff(repo: Path, baseline: Variant | None, best: Variant | None) -> dict[st
     """The best variant's code against the baseline's, as a listing (or why there is none)."""
     if best is None or baseline is None or best.id == baseline.id:
         return {"text": None, "message": ""}
-    base = baseline.commit or "v0000"
-    command = f"git -C {repo.name} diff {base[:10]} {best.name}"
     try:
-        raw = Workspace(repo).diff(base, best.commit or best.name)
-    except Exception as e:  # noqa: BLE001 - a missing repo or commit is reported, not raised
+        raw = Workspace(repo).diff(baseline.commit or baseline.name, best.commit or best.name)
+    except (git.GitError, OSError) as e:  # a missing repo or commit is reported, not raised
         return {"text": None, "message": f"the diff could not be read from {repo}: "
                                         f"{shorten(str(e), 200)}"}
     text, total = verbatim_safe(raw)
     shown = min(total, MAX_DIFF_LINES)
     return {"text": Tex(text), "lines": total, "shown": shown, "truncated": shown < total,
-            "command": command, "message": "" if raw.strip() else "the diff is empty"}
+            "command": f"git -C {repo.name} diff {baseline.name} {best.name}",
+            "message": "" if raw.strip() else "the diff is empty"}
 
 
 # --- rendering and compiling -------------------------------------------------------------
@@ -552,10 +557,10 @@ def _read(path: Path) -> str:
 def _tex_error(log: Path, output: str, lines: int = 12) -> str:
     """The first TeX error in the log and the lines after it, or the tail of the output."""
     text = _read(log).splitlines() or output.splitlines()
-    for i, line in enumerate(text):
-        if line.startswith("!") or re.match(r"^\S+\.tex:\d+: ", line):
-            return "\n".join(text[i:i + lines])
-    return "\n".join(text[-lines:])
+    start = next((i for i, line in enumerate(text)
+                  if line.startswith("!") or re.match(r"^\S+\.tex:\d+: ", line)), None)
+    excerpt = text[-lines:] if start is None else text[start:start + lines]
+    return "\n".join(line if len(line) <= 240 else line[:237] + "..." for line in excerpt)
 
 
 def write_report(run_dir: Path, *, compile_pdf: bool | None = None) -> Report:

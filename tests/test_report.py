@@ -18,8 +18,8 @@ import pytest
 
 from scientist.archive import Archive
 from scientist.errors import ScientistError
-from scientist.report import (MAX_DIFF_LINES, WRAP, Report, compile_tex, latex_escape, tex_engine,
-                              verbatim_safe, write_report)
+from scientist.report import (MAX_DIFF_LINES, WRAP, Report, compile_tex, latex_escape, num,
+                              tex_engine, verbatim_safe, write_report)
 from scientist.seed import load_seed
 from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, SEED_CRASH, SEED_OK,
                                Result, SeedResult)
@@ -170,6 +170,15 @@ def test_verbatim_safe_keeps_a_listing_from_ending_early_and_cuts_long_diffs():
     assert cut.count(r"(*@\reportcont@*)") == len(cut.splitlines()) - 1 >= 3
 
 
+@pytest.mark.parametrize("x, tex", [
+    (0.51234, "0.5123"), (-2.99915, "-2.9992"), (0.0, "0.0000"), (1234.5, "1234.5000"),
+    (6.5951e-05, r"6.595\times 10^{-5}"), (-3e7, r"-3.000\times 10^{7}"),
+    (float("inf"), r"\infty"), (float("-inf"), r"-\infty"), (float("nan"), r"\mathrm{NaN}"),
+])
+def test_numbers_are_formatted_for_math_mode(x, tex):
+    assert num(x) == tex
+
+
 # --- what the report says ---------------------------------------------------------------
 
 def test_report_shows_baseline_and_best_with_their_stderr(full_run):
@@ -228,7 +237,7 @@ def test_report_shows_the_diff_of_the_best_against_the_baseline(full_run):
 def test_failures_and_rejections_are_listed(full_run):
     tex = full_run.tex()
     failures = tex[tex.index(r"\section{Failures}"):tex.index(r"\section{Human rejections}")]
-    assert r"crash & 1 \\" in failures
+    assert r"crash (non-zero exit) & 1 \\" in failures
     assert r"invalid proposal (edits did not apply) & 1 \\" in failures
     assert "NaN loss" in failures and "SEARCH block matched nothing" in failures
     rejections = tex[tex.index(r"\section{Human rejections}"):]
@@ -365,3 +374,13 @@ def test_report_compiles_to_pdf(full_run):
         assert "\\input{/etc/passwd}" in text  # shown, not executed
         assert r"Raise lr to 50% & $x_1$ \alpha" in text
         assert r"+s = '-> alpha \end{lstlisting} (*@ $^_%&#~{'" in text  # the diff, intact
+
+
+def test_report_compiles_with_pdflatex_alone(full_run, monkeypatch):
+    require_tex()
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "latexmk" else which(name))
+    assert tex_engine()[0] == "pdflatex"
+    rep = write_report(full_run.dir, compile_pdf=True)
+    assert rep.message == "" and rep.pdf is not None and rep.pdf.stat().st_size > 20_000
+    assert (full_run.dir / "report" / "report.log").is_file()
