@@ -233,6 +233,11 @@ def when(epoch: float | None) -> str:
     return "---" if not epoch else datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 
+def plural(n: object, noun: str) -> str:
+    """`1 training seed`, `3 training seeds`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def shorten(text: str, width: int = SHORT) -> str:
     text = re.sub(r"\s+", " ", text).strip()
     return text if len(text) <= width else text[: width - 3].rstrip() + "..."
@@ -497,6 +502,7 @@ def render(context: dict[str, Any], template: str = "report.tex.j2") -> str:
         autoescape=False, finalize=_finalize)
     env.filters["latex_escape"] = latex_escape
     env.filters["shorten"] = shorten
+    env.filters["plural"] = plural
     return env.get_template(template).render(**context)
 
 

@@ -384,3 +384,32 @@ def test_report_compiles_with_pdflatex_alone(full_run, monkeypatch):
     rep = write_report(full_run.dir, compile_pdf=True)
     assert rep.message == "" and rep.pdf is not None and rep.pdf.stat().st_size > 20_000
     assert (full_run.dir / "report" / "report.log").is_file()
+
+
+def best_is_baseline(r: FakeRun) -> None:
+    r.add(0, 1, "Halve the learning rate", result(0.3, 0.31, 0.35),
+          train=TRAIN.replace("0.1", "0.05"))
+
+
+def nothing_succeeded(r: FakeRun) -> None:
+    r.archive.update(0, status=FAILED, fitness=None, fitness_stderr=None)
+    r.add(0, 1, "Crash", result(0.1, 0.2, crash=0), train=TRAIN.replace("0.1", "0.2"))
+
+
+def no_variants_yet(r: FakeRun) -> None:
+    r.archive.db.execute("DELETE FROM variants")
+    r.archive.set_meta("status", "created")
+
+
+def one_seed_and_no_meta(r: FakeRun) -> None:
+    r.archive.db.execute("DELETE FROM meta")
+    r.add(0, 1, "One seed only", result(0.9), train=TRAIN.replace("0.1", "0.2"))
+
+
+@pytest.mark.parametrize("scenario", [best_is_baseline, nothing_succeeded, no_variants_yet,
+                                      one_seed_and_no_meta])
+def test_every_kind_of_run_compiles(run, scenario):
+    require_tex()
+    scenario(run)
+    rep = write_report(run.dir, compile_pdf=True)
+    assert rep.message == "" and rep.pdf is not None
