@@ -60,8 +60,10 @@ def run_vsml(model, xs, ys, device):
     for x_t, y_t in zip(xs.to(device), ys.to(device)):
         state, logits = model.predict(state, x_t)
         if logits.shape != (xs.shape[1], data.NUM_CLASSES) or not torch.isfinite(logits).all():
-            raise EvalError(f"VSML returned bad logits: shape {tuple(logits.shape)}, "
-                            f"finite={bool(torch.isfinite(logits).all())}")
+            raise EvalError(
+                f"VSML returned bad logits: shape {tuple(logits.shape)}, "
+                f"finite={bool(torch.isfinite(logits).all())}"
+            )
         correct.append((logits.argmax(-1) == y_t).float().cpu())  # scored before the label is given
         state = model.learn(state, x_t, logits, y_t)
     return torch.stack(correct)

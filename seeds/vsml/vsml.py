@@ -42,7 +42,7 @@ class SubLSTM(nn.Module):
         std = (2 * m + n) ** -0.5
         for lin in (self.from_fwd, self.from_bwd, self.from_h):
             nn.init.trunc_normal_(lin.weight, std=std, a=-2 * std, b=2 * std)
-        with torch.no_grad():  # gate order i, f, g, o
+        with torch.no_grad():  # gate order i, f, o, g
             self.from_fwd.bias.zero_()
             self.from_fwd.bias[:n] = input_bias  # small writes at first ...
             self.from_fwd.bias[n : 2 * n] = forget_bias  # ... and long memory
@@ -52,9 +52,10 @@ class SubLSTM(nn.Module):
     def forward(self, h, c, fwd, bwd):
         """One tick of all A*C LSTMs. h, c: (B, A, C, N); fwd: (B, A, M); bwd: (B, C, M)."""
         gates = self.from_h(h) + self.from_fwd(fwd)[:, :, None] + self.from_bwd(bwd)[:, None]
-        i, f, g, o = gates.chunk(4, dim=-1)  # each (B, A, C, N)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        n = h.shape[-1]
+        i, f, o = torch.sigmoid(gates[..., : 3 * n]).chunk(3, dim=-1)  # each (B, A, C, N)
+        c = f * c + i * torch.tanh(gates[..., 3 * n :])
+        h = o * torch.tanh(c)
         # f_fwd, f_bwd are affine, so the mean of the messages is the message of the mean state.
         return h, c, self.to_fwd(h.mean(dim=1)), self.to_bwd(h.mean(dim=2))  # (B,C,M), (B,A,M)
 
@@ -77,15 +78,25 @@ class VSML(nn.Module):
     error is only seen together with the next input.
     """
 
-    def __init__(self, sizes: list, state_size: int, msg_size: int, ticks: int,
-                 backward_pass: bool, share_layers: bool, forget_bias: float,
-                 input_bias: float, state_init_scale: float):
+    def __init__(
+        self,
+        sizes: list,
+        state_size: int,
+        msg_size: int,
+        ticks: int,
+        backward_pass: bool,
+        share_layers: bool,
+        forget_bias: float,
+        input_bias: float,
+        state_init_scale: float,
+    ):
         super().__init__()
         self.sizes, self.n, self.m = list(sizes), state_size, msg_size
         self.ticks, self.backward_pass, self.state_init_scale = ticks, backward_pass, state_init_scale
         num_cells = 1 if share_layers else len(sizes) - 1
         self.cells = nn.ModuleList(
-            SubLSTM(state_size, msg_size, forget_bias, input_bias) for _ in range(num_cells))
+            SubLSTM(state_size, msg_size, forget_bias, input_bias) for _ in range(num_cells)
+        )
 
     def cell(self, k: int) -> SubLSTM:
         return self.cells[min(k, len(self.cells) - 1)]
@@ -107,8 +118,7 @@ class VSML(nn.Module):
         """Feed inputs x (B, D); return the new state and logits (B, classes). No label is seen."""
         return self._sweep(state, x, error=None)
 
-    def learn(self, state: State, x: torch.Tensor, logits: torch.Tensor,
-              label: torch.Tensor) -> State:
+    def learn(self, state: State, x: torch.Tensor, logits: torch.Tensor, label: torch.Tensor) -> State:
         """Feed back the outcome of the last prediction: x (B, D), its logits, label (B,) int."""
         error = F.softmax(logits, dim=-1) - F.one_hot(label, logits.shape[-1]).to(logits.dtype)
         if self.backward_pass:
