@@ -146,7 +146,9 @@ def latex_escape(text: object) -> Tex:
     Greek letters, arrows, math symbols) or `?` when there is no sensible rendering.
     """
     s = re.sub(r"\s+", " ", str(text))
-    return Tex("".join(_char(c) for c in s).strip())
+    # `{}` between ASCII hyphens keeps `--lr` from becoming an en dash (a T1 ligature)
+    out = "".join(_char(c) + ("{}" if c + d == "--" else "") for c, d in zip(s, s[1:] + " "))
+    return Tex(out.strip())
 
 
 def verbatim_safe(text: str, max_lines: int = MAX_DIFF_LINES) -> tuple[str, int]:
@@ -527,7 +529,7 @@ def compile_tex(tex: Path, command: list[str], timeout: float = TEX_TIMEOUT) -> 
         code, output = _run(command, folder, env, timeout)
         (folder / "compile.log").write_text(output)
         if code != 0:
-            what = "timed out after %.0f s" % timeout if code is None else f"exit code {code}"
+            what = f"timed out after {timeout:.0f} s" if code is None else f"exit code {code}"
             return Report(tex, None, f"{command[0]} failed ({what}); see {log}:\n"
                                      f"{_tex_error(log, output)}", log if log.exists() else None)
         if "Rerun to get" not in _read(log) and "Label(s) may have changed" not in _read(log):
@@ -548,9 +550,18 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], timeout: float
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
     except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        return None, proc.communicate()[0]
+    except BaseException:  # Ctrl-C: the new session does not get it, so end it here
+        _kill_group(proc)
+        raise
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return None, out
+    except ProcessLookupError:
+        pass
 
 
 def _read(path: Path) -> str:
