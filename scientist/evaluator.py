@@ -1,10 +1,11 @@
 """Evaluator: train and evaluate a variant on each training seed, in the sandbox.
 
 Per training seed: export the variant's commit into a fresh working copy, run the seed's
-train command, then put the pristine protected files (evaluator, data loaders, manifest,
-taken from the run's baseline commit) back over the working copy, delete any metrics
-file the training step may have planted, and run the evaluate command. The fitness is
-read only from the metrics file that the pristine evaluator wrote.
+train command (its results go to the `out` folder), then export the commit afresh (so
+nothing training wrote beside the code reaches the evaluator), put the pristine protected
+files (evaluator, data loaders, manifest, taken from the run's baseline commit) over it,
+delete any metrics file the training step may have planted, and run the evaluate command.
+The fitness is read only from the metrics file that the pristine evaluator wrote.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Evaluator:
     def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, str]) -> SeedResult:
         if d.exists():  # left over from a run that was interrupted: start this seed afresh
             shutil.rmtree(d)
-        work, out = d / "work", d / "out"
+        work, fresh, out = d / "work", d / "eval-work", d / "out"
         out.mkdir(parents=True)
         self.workspace.export(commit, work)
         metrics_path = d / "metrics.json"
@@ -81,11 +82,14 @@ class Evaluator:
             if not train.ok:
                 res.stdout_tail, res.stderr_tail = tail(d / "train.out"), tail(d / "train.err")
                 return res
+            # Evaluate in a fresh copy of the commit: nothing training left beside the code
+            # (e.g. a `json.py` the evaluator would import) reaches it; results are in out/.
+            self.workspace.export(commit, fresh)
             for rel, text in pristine.items():  # the evaluator that runs is the pristine one
-                (work / rel).parent.mkdir(parents=True, exist_ok=True)
-                (work / rel).write_text(text)
+                (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
+                (fresh / rel).write_text(text)
             metrics_path.unlink(missing_ok=True)
-            ev = self.sandbox.run(self._step("evaluate", values, work, out, d))
+            ev = self.sandbox.run(self._step("evaluate", values, fresh, out, d))
             res.eval_seconds, res.peak_rss_mb = ev.seconds, max(res.peak_rss_mb, ev.peak_rss_mb)
             res.stdout_tail, res.stderr_tail = tail(d / "evaluate.out"), tail(d / "evaluate.err")
             if not ev.ok:
@@ -97,6 +101,7 @@ class Evaluator:
             return res
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(fresh, ignore_errors=True)
 
     def _step(self, kind: str, values: dict, work: Path, out: Path, d: Path) -> Step:
         template = self.seed.train_command if kind == "train" else self.seed.evaluate_command

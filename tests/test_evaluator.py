@@ -55,7 +55,7 @@ def test_a_normal_variant_gets_a_fitness_from_each_training_seed(toy, tmp_path):
     folder = tmp_path / "variants" / "v0000" / "seed-0"
     assert (folder / "metrics.json").is_file() and (folder / "train.err").is_file()
     assert (folder / "out" / "model.json").is_file()
-    assert not (folder / "work").exists()
+    assert not (folder / "work").exists() and not (folder / "eval-work").exists()
 
 
 def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
@@ -174,3 +174,25 @@ def test_read_metrics_problems(tmp_path):
     assert "not finite" in read_metrics(p, "x")[1]
     p.write_text(json.dumps({"x": 1, "note": "text"}))
     assert read_metrics(p, "x") == ({"x": 1.0}, "")
+
+
+FAKE_JSON = """\
+def dump(obj, f):
+    f.write('{"neg_mse": 1e9}')
+
+
+def load(f):
+    return {"w": 3.0, "b": 1.0}
+"""
+
+
+def test_modules_planted_by_training_do_not_reach_the_evaluator(toy, tmp_path):
+    # training leaves a `json.py` next to evaluate.py at run time (nothing of it shows in
+    # train.py's diff); `import json` in the pristine evaluator must not pick it up
+    b = Bench(toy, tmp_path)
+    text = b.ws.read(b.root, ["train.py"])["train.py"].replace(
+        "    args = Args()\n",
+        "    args = Args()\n    import shutil; shutil.copy('payload.txt', 'json.py')\n")
+    commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": FAKE_JSON}, "v1", "v0001")
+    r = b.evaluate(commit, "planted-module")
+    assert r.ok and -10 < r.mean < 0, r.seeds[0]
