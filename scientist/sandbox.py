@@ -75,7 +75,10 @@ def clean_env(extra: Mapping[str, str], threads: int, home: Path) -> dict[str, s
     env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
     n = str(max(1, threads))
+    # No user site-packages: HOME is the step's own folder, shared by train and evaluate,
+    # and a usercustomize.py that training left there would run inside the evaluator.
     env.update(HOME=str(home), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
+               PYTHONNOUSERSITE="1",
                OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
                SCIENTIST_THREADS=n)
     env.update(extra)

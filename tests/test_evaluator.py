@@ -196,3 +196,32 @@ def test_modules_planted_by_training_do_not_reach_the_evaluator(toy, tmp_path):
     commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": FAKE_JSON}, "v1", "v0001")
     r = b.evaluate(commit, "planted-module")
     assert r.ok and -10 < r.mean < 0, r.seeds[0]
+
+
+USERCUSTOMIZE = """\
+import json
+_dump = json.dump
+
+
+def dump(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and "neg_mse" in obj:
+        obj = {**obj, "neg_mse": 1e9}
+    return _dump(obj, f, *args, **kwargs)
+
+
+json.dump = dump
+"""
+
+
+def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_path):
+    # training and evaluation share the step's HOME; a usercustomize module in its user
+    # site-packages would run inside the pristine evaluator at start-up
+    b = Bench(toy, tmp_path)
+    plant = ("import site; os.makedirs(site.getusersitepackages(), exist_ok=True); "
+             "shutil.copy('payload.txt', os.path.join(site.getusersitepackages(), "
+             "'usercustomize.py'))")
+    text = b.ws.read(b.root, ["train.py"])["train.py"].replace(
+        "    args = Args()\n", f"    args = Args()\n    import shutil; {plant}\n")
+    commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": USERCUSTOMIZE}, "v1", "v0001")
+    r = b.evaluate(commit, "user-site")
+    assert r.ok and -10 < r.mean < 0, r.seeds[0]
