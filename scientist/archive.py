@@ -101,6 +101,9 @@ class Archive:
     # --- variants -----------------------------------------------------------------
     def new_variant(self, parent_id: int | None, iteration: int, *, status: str = PENDING,
                     **fields: Any) -> Variant:
+        """Insert a variant with its fields in one transaction: a kill never leaves a row
+        that is, say, running but has no commit yet."""
+        sets, args = _assignments(fields)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO variants (id, parent_id, iteration, status, created_at, last_used) "
@@ -108,23 +111,14 @@ class Archive:
                 "(SELECT COALESCE(MAX(last_used), 0) + 1 FROM variants))",
                 (parent_id, iteration, status, time.time()))
             vid = cur.lastrowid
-        if fields:
-            self.update(vid, **fields)
+            if sets:
+                db.execute(f"UPDATE variants SET {', '.join(sets)} WHERE id = ?", (*args, vid))
         return self.get(vid)
 
     def update(self, variant_id: int, **fields: Any) -> None:
-        cols = {"commit": "commit_sha"}
-        sets, args = [], []
-        for k, v in fields.items():
-            col = cols.get(k, k)
-            if col not in COLUMNS or col == "id":
-                raise KeyError(f"archive has no variant field {k!r}")
-            if col == "metrics":
-                v = json.dumps(v)
-            elif col == "result":
-                v = None if v is None else json.dumps(v.to_dict())
-            sets.append(f"{col} = ?")
-            args.append(v)
+        sets, args = _assignments(fields)
+        if not sets:
+            return
         with self._tx() as db:
             db.execute(f"UPDATE variants SET {', '.join(sets)} WHERE id = ?", (*args, variant_id))
 
@@ -191,6 +185,23 @@ class Archive:
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM variants").fetchone()[0]
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """`col = ?` clauses and their values for variant fields (KeyError on unknown ones)."""
+    cols = {"commit": "commit_sha"}
+    sets, args = [], []
+    for k, v in fields.items():
+        col = cols.get(k, k)
+        if col not in COLUMNS or col == "id":
+            raise KeyError(f"archive has no variant field {k!r}")
+        if col == "metrics":
+            v = json.dumps(v)
+        elif col == "result":
+            v = None if v is None else json.dumps(v.to_dict())
+        sets.append(f"{col} = ?")
+        args.append(v)
+    return sets, args
 
 
 def _variant(row: tuple) -> Variant:

@@ -133,3 +133,18 @@ def test_touch_makes_a_variant_the_most_recently_used(archive):
     archive.touch(ids[0])
     used = archive.last_used()
     assert used[ids[0]] > used[ids[2]]
+
+
+def test_a_new_variant_is_written_whole_or_not_at_all(archive, monkeypatch):
+    # a variant is inserted with its commit in one transaction: a kill in between must not
+    # leave a running row without a commit, which resume could not evaluate
+    with pytest.raises(KeyError, match="no variant field 'nonsense'"):
+        archive.new_variant(None, 0, status=RUNNING, commit="abc", nonsense=1)
+    assert archive.count() == 0
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive, "update", killed)  # the process dies after the insert
+    v = archive.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
+    assert (archive.get(v.id).commit, archive.get(v.id).hypothesis) == ("abc", "h")
