@@ -14,11 +14,11 @@ import json
 import math
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from scientist.sandbox import Sandbox, Step, format_command
+from scientist.sandbox import POLL_SECONDS, Sandbox, Step, format_command
 from scientist.seed import Scale, Seed
 from scientist.variant import (SEED_CRASH, SEED_NO_METRICS, SEED_OK, Result, SeedResult)
 from scientist.workspace import Workspace
@@ -63,7 +63,16 @@ class Evaluator:
             results = [one(s) for s in seeds]
         else:
             with ThreadPoolExecutor(self.workers) as pool:
-                results = list(pool.map(one, seeds))
+                futures = [pool.submit(one, s) for s in seeds]
+                try:
+                    results = [f.result() for f in futures]
+                except BaseException:  # Ctrl-C: end the running steps instead of awaiting them
+                    for f in futures:
+                        f.cancel()
+                    self.sandbox.kill_all()
+                    while wait(futures, timeout=POLL_SECONDS).not_done:
+                        self.sandbox.kill_all()  # again: a worker may have started a step
+                    raise
         return Result(results, self.seed.metric)
 
     def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, str]) -> SeedResult:

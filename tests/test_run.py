@@ -323,3 +323,28 @@ def test_a_run_in_use_cannot_be_resumed_twice(toy, runs_dir, scientist_cli):
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_ctrl_c_stops_parallel_training_seeds_at_once(toy, runs_dir):
+    # two training seeds run in parallel, each for far longer than the test waits: Ctrl-C
+    # must kill them, not wait for them to end on their own
+    toy.set_scale(timeout=300, training_seeds=2)
+    toy.add_to_train("time.sleep(0 if 'v0000' in a.out else 600)")
+    proc = subprocess.Popen(cli_argv(*run_args(toy, runs_dir, 1, "--workers", "2")),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(), cwd=toy.path.parent)
+    try:
+        run_dir = runs_dir / "r"
+        for s in (0, 1):
+            started = run_dir / "variants" / "v0001" / f"seed-{s}" / "train.err"
+            deadline = time.monotonic() + 60
+            while not started.exists() and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "Interrupted." in out
+    assert no_steps_left(run_dir)
