@@ -96,23 +96,29 @@ def run_linear(xs, ys, lrs, adam):
     return torch.stack(correct, dim=1)
 
 
-def load_model(out, scale, device):
+def load_model(out, device):
     ckpt_path = out / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise EvalError(f"no checkpoint at {ckpt_path}: run train.py --out {out} first")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    try:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise EvalError(f"cannot read {ckpt_path}: {e}") from e
     for key in ("model_kwargs", "state_dict"):
         if key not in ckpt:
             raise EvalError(f"{ckpt_path} lacks {key!r}; was it written by train.py?")
-    vsml = importlib.import_module("vsml")  # the variant's model file, next to this script
-    model = vsml.VSML(**ckpt["model_kwargs"]).to(device)
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        vsml = importlib.import_module("vsml")  # the variant's model file, next to this script
+        model = vsml.VSML(**ckpt["model_kwargs"]).to(device)
+        model.load_state_dict(ckpt["state_dict"])
+    except Exception as e:
+        raise EvalError(f"cannot build the learner from vsml.py and the checkpoint: {e!r}") from e
     return model.eval()
 
 
 def evaluate(out, scale, device):
     start = time.time()
-    model = load_model(out, scale, device)
+    model = load_model(out, device)
     tune_x, tune_y = make_streams("mnist", "valid", scale)
     metrics = {}
     best = {}
