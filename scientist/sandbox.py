@@ -85,8 +85,15 @@ def clean_env(extra: Mapping[str, str], threads: int, home: Path) -> dict[str, s
     return env
 
 
+# Held back while a step starts: Python runs at-fork callbacks (logging's, for one) in the
+# parent, and a KeyboardInterrupt raised inside one is printed and dropped, so a Ctrl-C
+# or SIGTERM arriving then would be lost. The child unblocks them before exec.
+START_MASK = {signal.SIGINT, signal.SIGTERM}
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: new session, no core dumps, killed if we die."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, START_MASK)
     os.setsid()
     try:
         import resource
@@ -135,16 +142,21 @@ class LocalSandbox:
         argv = shlex.split(step.command)
         start = time.monotonic()
         with open(step.stdout, "wb") as out, open(step.stderr, "wb") as err:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, START_MASK)
             try:
                 proc = subprocess.Popen(argv, cwd=step.cwd, stdout=out, stderr=err,
                                         stdin=subprocess.DEVNULL,
                                         env=clean_env(step.env, step.threads, home),
                                         preexec_fn=_die_with_parent)
-            except OSError as e:
+            except BaseException as e:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                if not isinstance(e, OSError):
+                    raise
                 return StepOutcome("crash", None, 0.0, 0.0, f"could not start {argv[0]!r}: {e}")
             with self._lock:
                 self._groups.add(proc.pid)
             try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held-back Ctrl-C lands here
                 return self._watch(proc, step, start)
             finally:
                 self._kill_group(proc.pid)

@@ -221,12 +221,18 @@ def variants(run_dir: Path) -> list[tuple[int, int, str]]:
         db.close()
 
 
+def popen_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    """`scientist ARGS` in the background, taking Ctrl-C as from a terminal (even when the
+    test runner was started with SIGINT ignored, as background jobs of a script are)."""
+    return subprocess.Popen(cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cli_env(), cwd=cwd,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def start_slow_run(toy, runs_dir: Path, iterations: int) -> subprocess.Popen:
     """A run whose every training step sleeps a second, so it can be hit mid-variant."""
     toy.set_scale(training_seeds=1).add_to_train("time.sleep(1.0)")
-    return subprocess.Popen(cli_argv(*run_args(toy, runs_dir, iterations)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(), cwd=toy.path.parent)
+    return popen_cli(*run_args(toy, runs_dir, iterations), cwd=toy.path.parent)
 
 
 def wait_until_training(run_dir: Path, proc: subprocess.Popen, vid: int) -> None:
@@ -296,10 +302,11 @@ def test_resume_after_kill_9(toy, runs_dir, scientist_cli):
     resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=1)
 
 
-def test_ctrl_c_then_resume(toy, runs_dir, scientist_cli):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_then_resume(toy, runs_dir, scientist_cli, sig):
     proc = start_slow_run(toy, runs_dir, iterations=2)
     wait_until_training(runs_dir / "r", proc, 1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err
     assert "Interrupted." in out and "scientist resume r" in out
@@ -320,6 +327,11 @@ def test_a_run_in_use_cannot_be_resumed_twice(toy, runs_dir, scientist_cli):
         wait_until_training(runs_dir / "r", proc, 0)
         p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
         assert p.returncode == 2 and "in use by another scientist process" in p.stdout
+        # but it can be watched while it works
+        p = scientist_cli("show", "r", "--runs-dir", str(runs_dir))
+        assert p.returncode == 0 and "status running" in p.stdout and "v0000" in p.stdout
+        p = scientist_cli("runs", "--runs-dir", str(runs_dir))
+        assert p.returncode == 0 and "running" in p.stdout
     finally:
         proc.kill()
         proc.communicate()
@@ -330,9 +342,7 @@ def test_ctrl_c_stops_parallel_training_seeds_at_once(toy, runs_dir):
     # must kill them, not wait for them to end on their own
     toy.set_scale(timeout=300, training_seeds=2)
     toy.add_to_train("time.sleep(0 if 'v0000' in a.out else 600)")
-    proc = subprocess.Popen(cli_argv(*run_args(toy, runs_dir, 1, "--workers", "2")),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env(), cwd=toy.path.parent)
+    proc = popen_cli(*run_args(toy, runs_dir, 1, "--workers", "2"), cwd=toy.path.parent)
     try:
         run_dir = runs_dir / "r"
         for s in (0, 1):

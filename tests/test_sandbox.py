@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 import textwrap
 import threading
@@ -135,6 +136,20 @@ def test_environment_has_no_secrets(tmp_path, monkeypatch):
     assert Path(env["HOME"]).is_dir()
     assert Path(env["HOME"]).resolve().is_relative_to((tmp_path / "out").resolve())
     assert env["EXTRA_FOR_THIS_STEP"] == "yes"
+
+
+def test_a_step_starts_with_no_signal_blocked(tmp_path):
+    # the sandbox holds Ctrl-C and SIGTERM back while it starts a step; the step itself
+    # must still be stoppable by them
+    p = script(tmp_path, """
+        for line in open("/proc/self/status"):
+            if line.startswith("SigBlk:"):
+                open("sigblk", "w").write(line.split()[1])
+    """)
+    assert LocalSandbox().run(step(tmp_path, p)).ok
+    blocked = int((tmp_path / "sigblk").read_text(), 16)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        assert not blocked & (1 << (sig - 1)), f"{sig.name} blocked in the step"
 
 
 def test_kill_all_stops_a_running_step(tmp_path):
