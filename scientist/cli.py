@@ -82,10 +82,18 @@ def parser() -> argparse.ArgumentParser:
 
 def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="number of proposals after the baseline")
-    p.add_argument("--time-budget", type=parse_duration,
+    p.add_argument("--time-budget", type=_duration,
                    help="wall-clock budget for the run, e.g. 600, 10m, 2h")
     p.add_argument("--approve", action="store_const", const=True,
                    help="ask before each variant runs (approve / reject with reason / quit)")
+
+
+def _duration(text: str) -> float:
+    """--time-budget: a bad value is a usage error (exit 2), not a traceback."""
+    try:
+        return parse_duration(text)
+    except ScientistError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @contextmanager

@@ -198,3 +198,19 @@ def test_unknown_setting_in_a_config_file(toy, tmp_path, scientist):
     code, out = scientist("run", "--seed", str(toy.path), "--config", str(cfg),
                           "--runs-dir", str(tmp_path / "runs"))
     assert code == 2 and "unknown settings ['scael']" in out
+
+
+def test_time_budget_flag_takes_a_duration(toy, tmp_path, scientist):
+    code, out = scientist("run", "--seed", str(toy.path), "--scale", "test", "--iterations",
+                          "20", "--time-budget", "0.01s", "--runs-dir", str(tmp_path / "runs"),
+                          "--run-id", "budget", "--no-report")
+    assert code == 0 and "time budget of 0 s reached" in out
+    saved = json.loads((tmp_path / "runs" / "budget" / "config.json").read_text())
+    assert saved["time_budget"] == pytest.approx(0.01)
+
+
+def test_a_bad_duration_is_a_usage_error(toy, tmp_path, scientist, capsys):
+    with pytest.raises(SystemExit) as e:
+        scientist("run", "--seed", str(toy.path), "--time-budget", "soon")
+    assert e.value.code == 2
+    assert "soon" in capsys.readouterr().err
