@@ -289,17 +289,19 @@ def resume_finishes(runs_dir: Path, scientist_cli, iterations: int, in_flight: i
         a.close()
 
 
-def test_resume_after_kill_9(toy, runs_dir, scientist_cli):
+@pytest.mark.parametrize("victim", [0, 1], ids=["during-baseline", "during-variant"])
+def test_resume_after_kill_9(toy, runs_dir, scientist_cli, victim):
     proc = start_slow_run(toy, runs_dir, iterations=2)
-    wait_until_training(runs_dir / "r", proc, 1)
+    wait_until_training(runs_dir / "r", proc, victim)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
 
-    rows = variants(runs_dir / "r")
-    assert rows[0][2] == "done" and rows[1][:3] == (1, 1, "running")  # archive intact
+    rows = variants(runs_dir / "r")  # the archive is intact, the victim still in flight
+    assert rows[:victim] == [(i, i, "done") for i in range(victim)]
+    assert rows[victim:] == [(victim, victim, "running")]
     assert no_steps_left(runs_dir / "r"), "the training step outlived its orchestrator"
-    resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=1)
+    resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=victim)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
