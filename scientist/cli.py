@@ -21,7 +21,7 @@ from scientist.console import hms, shorten
 from scientist.errors import ScientistError
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,8 @@ class RunConfig:
     iterations: int | None = None
     """Proposals to make after the baseline; default: the scale's `iterations` in seed.toml."""
     time_budget: float | None = None
-    """Wall-clock budget in seconds for the whole run; no new variant starts past it."""
+    """Wall-clock budget in seconds for the whole run; default: the scale's `time_budget`.
+    No variant starts that would, at the pace of the last one, end past it."""
     selection: str = "fme"
     """Parent selection: `fme` (fitness-monotonic, default), `greedy`, `uniform`."""
     fme_buckets: int = 10

@@ -62,6 +62,8 @@ class Run:
         scale = seed.scale(config.scale)
         if config.iterations is None:
             config.iterations = scale.iterations
+        if config.time_budget is None:
+            config.time_budget = scale.time_budget
         run_id = config.run_id or f"{datetime.now():%Y%m%d-%H%M%S}-{seed.name}"
         run_dir = Path(config.runs_dir) / run_id
         if run_dir.exists():

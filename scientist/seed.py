@@ -43,6 +43,8 @@ class Scale:
     """Independent training runs per evaluation of a variant; fitness is their mean."""
     iterations: int
     """Default number of proposals for a run at this scale."""
+    time_budget: float | None = None
+    """Default wall-clock budget in seconds for a whole run at this scale (None: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -166,11 +168,14 @@ def _scale(name: str, get: _Getter) -> Scale:
     memory = get.number(f"{key}.memory_mb")
     seeds = get.number(f"{key}.training_seeds")
     iterations = get.number(f"{key}.iterations", required=False, default=10)
+    budget = get.number(f"{key}.time_budget", required=False, default=math.inf)
     for f, v, lo in (("timeout", timeout, 1), ("memory_mb", memory, 64),
-                     ("training_seeds", seeds, 1), ("iterations", iterations, 0)):
+                     ("training_seeds", seeds, 1), ("iterations", iterations, 0),
+                     ("time_budget", budget, 1)):
         if v < lo:
             raise SeedError(f"{get.where}: field '{key}.{f}' must be at least {lo}, not {v}")
-    return Scale(name, float(timeout), int(memory), int(seeds), int(iterations))
+    return Scale(name, float(timeout), int(memory), int(seeds), int(iterations),
+                 None if budget == math.inf else float(budget))
 
 
 def _mutable(i: int, m: Any, where: str, editable: tuple[str, ...]) -> Mutable:
