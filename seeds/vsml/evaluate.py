@@ -101,7 +101,7 @@ def load_model(out, device):
     if not ckpt_path.is_file():
         raise EvalError(f"no checkpoint at {ckpt_path}: run train.py --out {out} first")
     try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)  # data only, no pickled code
     except Exception as e:
         raise EvalError(f"cannot read {ckpt_path}: {e}") from e
     for key in ("model_kwargs", "state_dict"):
