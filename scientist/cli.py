@@ -84,8 +84,9 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="number of proposals after the baseline")
     p.add_argument("--time-budget", type=_duration,
                    help="wall-clock budget for the run, e.g. 600, 10m, 2h")
-    p.add_argument("--approve", action="store_const", const=True,
-                   help="ask before each variant runs (approve / reject with reason / quit)")
+    p.add_argument("--approve", action=argparse.BooleanOptionalAction, default=None,
+                   help="ask before each variant runs (approve / reject with reason / quit); "
+                        "--no-approve turns it off again on resume")
 
 
 def _duration(text: str) -> float:
@@ -107,15 +108,36 @@ def locked(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def in_use(run_dir: Path) -> bool:
+    """Whether a scientist process holds the run's lock right now."""
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return False
+
+
+def status_of(run_dir: Path, arch: Archive) -> str:
+    """The archived status, corrected for a run whose process died without saying so."""
+    status = arch.get_meta("status", "?")
+    if status == "running" and not in_use(run_dir):
+        return "killed (resume it)"
+    return status
+
+
 def _execute(run: Run) -> int:
     with locked(run.dir):
         try:
-            run.execute()
+            return run.execute()
         except KeyboardInterrupt:
             return 130
         finally:
             run.close()
-    return 0
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -170,7 +192,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
             best = arch.best(1)
             base_v = next((v for v in vs if v.id == 0), None)
             t.add_row(d.name, Path(cfg["seed"]).name, cfg["scale"],
-                      arch.get_meta("status", "?"), str(len(vs)),
+                      status_of(d, arch), str(len(vs)),
                       str(sum(v.status in ("failed", "invalid") for v in vs)),
                       f"{best[0].fitness:.4f} ({best[0].name})" if best else "—",
                       f"{base_v.fitness:.4f}" if base_v and base_v.fitness is not None else "—",
@@ -203,7 +225,7 @@ def cmd_show(a: argparse.Namespace) -> int:
 def _show_run(run_dir: Path, arch: Archive) -> int:
     metric = arch.get_meta("metric", "fitness")
     console.print(f"[bold]{run_dir.name}[/]: {arch.get_meta('seed_title', '')} — status "
-                  f"{arch.get_meta('status')}, {hms(arch.get_meta('elapsed_seconds', 0.0))} elapsed, "
+                  f"{status_of(run_dir, arch)}, {hms(arch.get_meta('elapsed_seconds', 0.0))} elapsed, "
                   f"proposer: {arch.get_meta('proposer_description', '?')}")
     t = Table()
     for col in ("variant", "parent", "iter", "status", metric, "± se", "hypothesis / error"):

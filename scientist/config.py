@@ -73,12 +73,29 @@ class RunConfig:
         d = dict(d)
         if isinstance(d.get("time_budget"), str):
             d["time_budget"] = parse_duration(d["time_budget"])
+        for f in fields(cls):
+            if f.name in d:
+                _check_type(f.name, str(f.type), d[f.name], source)
         return cls(**d)
 
     def merged(self, overrides: dict[str, Any]) -> RunConfig:
         d = asdict(self)
         d.update({k: v for k, v in overrides.items() if v is not None})
         return RunConfig.from_dict(d)
+
+
+TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_type(name: str, annotation: str, value: Any, source: str) -> None:
+    """Config files are typed by hand: say which setting has the wrong type."""
+    options = [t.strip() for t in annotation.split("|")]
+    if value is None and "None" in options:
+        return
+    ok = any(isinstance(value, TYPES[t]) and not (t != "bool" and isinstance(value, bool))
+             for t in options if t in TYPES)
+    if not ok:
+        raise ScientistError(f"{source}: setting {name!r} must be {annotation}, not {value!r}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -10,6 +10,7 @@ commit) before it is evaluated and again when its result is known, so Ctrl-C or
 from __future__ import annotations
 
 import json
+import re
 import os
 import random
 import signal
@@ -29,17 +30,24 @@ from scientist.evaluator import Evaluator
 from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.sandbox import Sandbox, make_sandbox
-from scientist.seed import Seed, load_seed
+from scientist.seed import MANIFEST, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
 from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
                                Variant)
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
+PRISTINE = "seed"  # the baseline's files, exported for resume (the run's own copy of the seed)
 
 
 class Stop(Exception):
-    """The loop stops early (user quit, budget reached); the archive is intact."""
+    """The loop stops early (user quit, budget reached); the archive is intact.
+
+    `failed` marks a stop because the run cannot go on (nothing to select a parent from)."""
+
+    def __init__(self, message: str, failed: bool = False):
+        super().__init__(message)
+        self.failed = failed
 
 
 @dataclass
@@ -65,6 +73,9 @@ class Run:
         if config.time_budget is None:
             config.time_budget = scale.time_budget
         run_id = config.run_id or f"{datetime.now():%Y%m%d-%H%M%S}-{seed.name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", run_id):
+            raise ScientistError(f"run id {run_id!r}: use letters, digits, '_', '.', '-' "
+                                 "(it names a folder inside the runs folder)")
         run_dir = Path(config.runs_dir) / run_id
         if run_dir.exists():
             raise ScientistError(f"run folder {run_dir} exists already; pick another --run-id "
@@ -88,7 +99,12 @@ class Run:
         config = RunConfig.from_dict(json.loads(cfg_path.read_text()), str(cfg_path))
         config = config.merged(overrides)
         (run_dir / CONFIG).write_text(config.to_json())
-        seed = load_seed(config.seed)
+        # The run's seed is the one it started with: the baseline commit, not the seed
+        # folder as it is now (it may have been edited or deleted since).
+        pristine = run_dir / PRISTINE
+        if not (pristine / MANIFEST).is_file():
+            Workspace(run_dir / REPO).export("v0000", pristine)
+        seed = load_seed(pristine)
         archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
         return cls._assemble(run_dir, config, seed, archive, console)
 
@@ -111,7 +127,8 @@ class Run:
                 f"[/], {self.sandbox.name} sandbox, {self.proposer.name} proposer ({llm}), "
                 f"selection {self.policy.name}, run folder {self.dir}")
 
-    def execute(self) -> None:
+    def execute(self) -> int:
+        """Run the loop to its end; returns the exit status (0, or 1 if the run cannot go on)."""
         scale = self.seed.scale(self.config.scale)
         workers = self.config.workers or max(1, min(scale.training_seeds, os.cpu_count() or 1))
         threads = max(1, (os.cpu_count() or 1) // workers)
@@ -136,6 +153,7 @@ class Run:
                 self._evaluate(v)
             self._loop()
             self._finish("finished")
+            return 0
         except KeyboardInterrupt:
             self.sandbox.kill_all()
             self._finish("interrupted")
@@ -143,8 +161,9 @@ class Run:
                                f"`scientist resume {self.dir.name}`.")
             raise
         except Stop as e:
-            self._finish("stopped")
-            self.console.print(f"[yellow]Stopped:[/] {e}")
+            self._finish("failed" if e.failed else "stopped")
+            self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
+            return 1 if e.failed else 0
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.sandbox.kill_all()
@@ -188,7 +207,7 @@ class Run:
         try:
             parent = self.policy.select(self.archive, rng)
         except NoParentError as e:
-            raise Stop(str(e)) from None
+            raise Stop(str(e), failed=True) from None
         self.archive.touch(parent.id)
         files = self.workspace.read(parent.commit, self.seed.editable)
         try:

@@ -72,7 +72,7 @@ def test_runs_lists_status_and_best_fitness(runs, scientist):
     finally:
         a.close()
     assert "finished" in lines["good"] and f"{best.fitness:.4f} ({best.name})" in lines["good"]
-    assert "stopped" in lines["crashed"] and "—" in lines["crashed"]
+    assert "failed" in lines["crashed"] and "—" in lines["crashed"]
 
 
 def test_runs_in_an_empty_folder(tmp_path, scientist):
@@ -214,3 +214,36 @@ def test_a_bad_duration_is_a_usage_error(toy, tmp_path, scientist, capsys):
         scientist("run", "--seed", str(toy.path), "--time-budget", "soon")
     assert e.value.code == 2
     assert "soon" in capsys.readouterr().err
+
+
+def test_a_setting_of_the_wrong_type_in_a_config_file(toy, tmp_path, scientist):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[run]\niterations = "5"\n')
+    code, out = scientist("run", "--seed", str(toy.path), "--config", str(cfg),
+                          "--runs-dir", str(tmp_path / "runs"))
+    assert code == 2 and "setting 'iterations' must be int | None, not '5'" in out
+
+
+def test_a_run_whose_process_died_is_listed_as_killed(runs, tmp_path, scientist):
+    dead = tmp_path / "runs"
+    shutil.copytree(runs / "good", dead / "good")
+    a = archive(dead / "good")
+    a.set_meta("status", "running")  # what a kill -9 leaves behind
+    a.close()
+    code, out = scientist("runs", "--runs-dir", str(dead))
+    assert code == 0 and "killed (resume it)" in out
+    code, out = scientist("show", "good", "--runs-dir", str(dead))
+    assert "killed (resume it)" in out
+
+
+def test_resume_can_turn_approval_off_again(toy, tmp_path, scientist):
+    code, _ = scientist("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "0",
+                        "--approve", "--runs-dir", str(tmp_path / "runs"), "--run-id", "ap",
+                        "--no-report")
+    cfg = tmp_path / "runs" / "ap" / "config.json"
+    assert code == 0 and json.loads(cfg.read_text())["approve"] is True
+    code, out = scientist("resume", "ap", "--iterations", "1", "--no-approve",
+                          "--runs-dir", str(tmp_path / "runs"))
+    assert code == 0, out
+    assert json.loads(cfg.read_text())["approve"] is False
+    assert "v0001" in out  # ran without asking (no terminal input here)

@@ -4,6 +4,7 @@ that a user approves at, interrupts, kills and resumes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from conftest import cli_argv, cli_env, make_console
 from scientist.archive import Archive
 from scientist.errors import ScientistError
+from scientist.config import RunConfig
 from scientist.run import Run
 
 MODE_CHOICE = """[[mutable]]
@@ -74,13 +76,13 @@ def test_a_run_end_to_end(toy, make_run, runs_dir):
 def test_a_crashing_baseline_stops_the_run_with_a_message(toy, make_run):
     toy.set_mode("crash")
     run, out = make_run(toy, iterations=3)
-    run.execute()  # no exception
+    assert run.execute() == 1  # no exception; a failure status for scripts
     text = out.getvalue()
     assert "Stopped:" in text and "baseline itself failed" in text
     assert run.archive.count() == 1
     assert run.archive.get(0).status == "failed"
     assert "crash" in run.archive.get(0).error
-    assert run.archive.get_meta("status") == "stopped"
+    assert run.archive.get_meta("status") == "failed"
 
 
 def test_a_crashing_baseline_is_no_traceback_on_the_command_line(toy, runs_dir,
@@ -89,7 +91,7 @@ def test_a_crashing_baseline_is_no_traceback_on_the_command_line(toy, runs_dir,
     p = scientist_cli("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "2",
                       "--runs-dir", str(runs_dir), "--run-id", "r", "--no-report")
     assert "Traceback" not in p.stdout + p.stderr
-    assert p.returncode == 0
+    assert p.returncode == 1
     assert "Stopped:" in p.stdout and "baseline itself failed" in p.stdout
     assert "v0000: failed — seed 0: crash" in p.stdout
 
@@ -360,3 +362,29 @@ def test_ctrl_c_stops_parallel_training_seeds_at_once(toy, runs_dir):
     assert proc.returncode == 130, out + err
     assert "Interrupted." in out
     assert no_steps_left(run_dir)
+
+
+def test_resume_uses_the_seed_the_run_started_with(toy, make_run, runs_dir):
+    run, _ = make_run(toy, iterations=1)
+    assert run.execute() == 0
+    run.close()
+    shutil.rmtree(toy.path)  # the seed folder is gone (or edited) after the run started
+    console, buf = make_console()
+    resumed = Run.open(runs_dir / "r", console, iterations=3)
+    try:
+        assert resumed.execute() == 0
+        assert [v.iteration for v in resumed.archive.all()] == [0, 1, 2, 3]
+        assert all(v.status == "done" for v in resumed.archive.all())
+    finally:
+        resumed.close()
+
+
+@pytest.mark.parametrize("run_id", ["../escape", "/abs", "a b", ""])
+def test_a_run_id_must_name_a_folder_inside_the_runs_folder(toy, runs_dir, run_id):
+    cfg = RunConfig(seed=str(toy.path), scale="test", runs_dir=str(runs_dir), run_id=run_id or None)
+    if not run_id:  # no id: a timestamped one is made, which is fine
+        Run.create(cfg, make_console()[0]).close()
+        return
+    with pytest.raises(ScientistError, match="run id"):
+        Run.create(cfg, make_console()[0])
+    assert not (runs_dir.parent / "escape").exists()
