@@ -1,18 +1,10 @@
-"""SEARCH/REPLACE edit blocks: parse them from a reply, apply them in memory, show a diff.
+"""Applying SEARCH/REPLACE edits in memory, showing them as a diff, writing them.
 
 Everything here is text in, text out, except `write_files`, which writes contents that
-`apply_edits` has already validated. A block names its file on the line before it::
-
-    path/to/file.py
-    <<<<<<< SEARCH
-    exact existing lines
-    =======
-    replacement lines
-    >>>>>>> REPLACE
-
-An empty SEARCH section creates a new file. SEARCH is matched as whole lines, exactly
-first, then with the leading whitespace of every line shifted by the same amount;
-nothing fuzzier. Error messages are written for the model that reads them next.
+`apply_edits` has already validated. The block format and its parser are
+`scientist.editblocks`. SEARCH is matched as whole lines, exactly first, then with the
+leading whitespace of every line shifted by the same amount; nothing fuzzier. Error
+messages are written for the model that reads them next.
 """
 
 from __future__ import annotations
@@ -24,158 +16,15 @@ import posixpath
 import re
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from scientist.errors import EditError, FormatError
+from scientist.editblocks import Edit
+from scientist.errors import EditError
 
 FROZEN_BEGIN = "# scientist: frozen-begin"
 FROZEN_END = "# scientist: frozen-end"
-
-_HEAD = re.compile(r"^\s*<{5,9}\s*SEARCH\s*$", re.IGNORECASE)
-_DIVIDER = re.compile(r"^\s*={5,9}\s*$")
-_TAIL = re.compile(r"^\s*>{5,9}\s*REPLACE\s*$", re.IGNORECASE)
-_FENCE = re.compile(r"^\s*(?:```|~~~)(.*)$")
-_PATHLIKE = re.compile(r"/|\.[A-Za-z]\w*$")
-_MAX_GAP = 4  # blank or fence lines tolerated between the filename and <<<<<<< SEARCH
 _MIN_SIMILARITY = 0.3  # below this, no lines are shown as "closest"
 _CANDIDATES = 10  # windows per ranking whose exact similarity is computed
-
-FORMAT_REMINDER = """\
-Each edit must be one SEARCH/REPLACE block, with the file's path alone on the line above:
-
-path/to/file.py
-<<<<<<< SEARCH
-exact existing lines
-=======
-replacement lines
->>>>>>> REPLACE
-"""
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One SEARCH/REPLACE block: replace the lines `search` in `path` by `replace`.
-
-    An empty `search` creates a new file. Parsed edits use "\\n" line endings, and a
-    non-empty section always ends with a newline.
-    """
-
-    path: str
-    search: str
-    replace: str
-
-
-# --- parsing -------------------------------------------------------------------------
-
-
-def parse_edits(text: str) -> list[Edit]:
-    """Return the SEARCH/REPLACE blocks of a model reply, in order; prose is ignored.
-
-    Raises FormatError, with a message for the model, when a block is malformed or
-    truncated, has no filename, or the reply holds no block at all.
-    """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    edits: list[Edit] = []
-    prev_end = -1  # index of the previous block's REPLACE line
-    i = 0
-    while i < len(lines):
-        if _TAIL.match(lines[i]):
-            raise FormatError(
-                f"Reply line {i + 1}: `>>>>>>> REPLACE` without an opening `<<<<<<< SEARCH` "
-                f"and `=======` above it.\n\n{FORMAT_REMINDER}"
-            )
-        if _HEAD.match(lines[i]):
-            number = len(edits) + 1
-            path = _find_filename(lines, i, prev_end, edits, number)
-            search, replace, prev_end = _read_block(lines, i, f"Block {number} ({path})")
-            edits.append(Edit(path, search, replace))
-            i = prev_end
-        i += 1
-    if not edits:
-        raise FormatError(
-            "The reply contains no SEARCH/REPLACE blocks, so nothing can be changed.\n\n" + FORMAT_REMINDER
-        )
-    return edits
-
-
-def _read_block(lines: list[str], head: int, where: str) -> tuple[str, str, int]:
-    """Read the block whose SEARCH marker is at `head`: (search, replace, tail index)."""
-    where = f"{where}, starting at reply line {head + 1}"
-    search: list[str] = []
-    i = head + 1
-    while i < len(lines) and not _DIVIDER.match(lines[i]):
-        if _HEAD.match(lines[i]) or _TAIL.match(lines[i]):
-            raise FormatError(
-                f"{where}: found `{lines[i].strip()}` at reply line {i + 1} before the "
-                f"`=======` line that ends the SEARCH section.\n\n{FORMAT_REMINDER}"
-            )
-        search.append(lines[i])
-        i += 1
-    if i == len(lines):
-        raise FormatError(
-            f"{where}: the SEARCH section has no `=======` line after it; the reply looks "
-            "cut off. Send the complete block again."
-        )
-    replace: list[str] = []
-    i += 1
-    while i < len(lines) and not _TAIL.match(lines[i]):
-        if _HEAD.match(lines[i]) or _DIVIDER.match(lines[i]):
-            raise FormatError(
-                f"{where}: found `{lines[i].strip()}` at reply line {i + 1} before the "
-                f"`>>>>>>> REPLACE` line that ends the block.\n\n{FORMAT_REMINDER}"
-            )
-        replace.append(lines[i])
-        i += 1
-    if i == len(lines):
-        raise FormatError(
-            f"{where}: the block never reaches its `>>>>>>> REPLACE` line; the reply looks "
-            "truncated. Send the complete block again."
-        )
-    return _join_lines(search), _join_lines(replace), i
-
-
-def _find_filename(lines: list[str], head: int, prev_end: int, edits: list[Edit], number: int) -> str:
-    """The path named just above the SEARCH marker at `head`, skipping blank and fence
-    lines; a block that directly follows another block reuses that block's path."""
-    j = head - 1
-    while j > prev_end and head - j <= _MAX_GAP:
-        fence = _FENCE.match(lines[j])
-        if fence is None and lines[j].strip():
-            break
-        named = _fence_filename(fence.group(1)) if fence else None
-        if named:
-            return named
-        j -= 1
-    if j == prev_end and edits:
-        return edits[-1].path
-    name = _clean_filename(lines[j]) if j > prev_end else None
-    if name is None:
-        found = f" (found {lines[j].strip()!r} there)" if j > prev_end else ""
-        raise FormatError(
-            f"Block {number} (reply line {head + 1}) has no file path: put the path alone on "
-            f"the line right before `<<<<<<< SEARCH`{found}.\n\n{FORMAT_REMINDER}"
-        )
-    return name
-
-
-def _clean_filename(line: str) -> str | None:
-    """`line` as a path with markdown decoration removed, or None if it is not one."""
-    name, previous = line.strip().lstrip("#"), None
-    while name != previous:
-        previous = name
-        name = name.strip().strip("*`'\"").rstrip(":")
-    if not name or any(c.isspace() for c in name) or name[0] in "<=>":
-        return None
-    return name
-
-
-def _fence_filename(info: str) -> str | None:
-    """A path given as a fence's info string, as in ```python train.py."""
-    words = info.split()
-    if words and _PATHLIKE.search(words[-1]):
-        return _clean_filename(words[-1])
-    return None
 
 
 def _join_lines(lines: list[str]) -> str:
@@ -184,24 +33,6 @@ def _join_lines(lines: list[str]) -> str:
 
 def _terminated(text: str) -> str:
     return text if not text or text.endswith("\n") else text + "\n"
-
-
-def render_edit(edit: Edit) -> str:
-    """The block text of `edit`, so that parse_edits(render_edit(e)) == [e] for parsed edits.
-
-    Raises ValueError if the edit cannot survive the trip (a marker line in its text, or a
-    path the parser would read differently).
-    """
-    for label, text in (("SEARCH", edit.search), ("REPLACE", edit.replace)):
-        for line in text.splitlines():
-            if _HEAD.match(line) or _DIVIDER.match(line) or _TAIL.match(line):
-                raise ValueError(f"{label} text for {edit.path} contains marker line {line!r}")
-    if _clean_filename(edit.path) != edit.path:
-        raise ValueError(f"path {edit.path!r} cannot stand alone on a filename line")
-    return (
-        f"{edit.path}\n<<<<<<< SEARCH\n{_terminated(edit.search)}"
-        f"=======\n{_terminated(edit.replace)}>>>>>>> REPLACE\n"
-    )
 
 
 # --- applying ------------------------------------------------------------------------

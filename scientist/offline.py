@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from scientist.edits import Edit, parse_edits, render_edit
+from scientist.editblocks import Edit, parse_edits, render_edit
 from scientist.proposer import Context
 from scientist.seed import Mutable
 from scientist.variant import Proposal, Variant

@@ -7,7 +7,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from scientist.edits import Edit
+from scientist.editblocks import Edit
 
 
 @dataclass(frozen=True)

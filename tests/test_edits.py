@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from scientist.edits import Edit, apply_edits, parse_edits, render_edit, unified_diff, write_files
+from scientist.editblocks import Edit, parse_edits, render_edit
+from scientist.edits import apply_edits, unified_diff, write_files
 from scientist.errors import EditError, FormatError
 
 TRAIN = """\

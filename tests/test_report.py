@@ -18,8 +18,9 @@ import pytest
 
 from scientist.archive import Archive
 from scientist.errors import ScientistError
-from scientist.report import (MAX_DIFF_LINES, WRAP, Report, compile_tex, latex_escape, num,
-                              tex_engine, verbatim_safe, write_report)
+from scientist.latex import (MAX_DIFF_LINES, WRAP, Report, compile_tex, latex_escape, tex_engine,
+                             verbatim_safe)
+from scientist.report import num, write_report
 from scientist.seed import load_seed
 from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, SEED_CRASH, SEED_OK,
                                Result, SeedResult)
