@@ -87,37 +87,32 @@ def parse_edits(text: str) -> list[Edit]:
 def _read_block(lines: list[str], head: int, where: str) -> tuple[str, str, int]:
     """Read the block whose SEARCH marker is at `head`: (search, replace, tail index)."""
     where = f"{where}, starting at reply line {head + 1}"
-    search: list[str] = []
-    i = head + 1
-    while i < len(lines) and not _DIVIDER.match(lines[i]):
-        if _HEAD.match(lines[i]) or _TAIL.match(lines[i]):
-            raise FormatError(
-                f"{where}: found `{lines[i].strip()}` at reply line {i + 1} before the "
-                f"`=======` line that ends the SEARCH section.\n\n{FORMAT_REMINDER}"
-            )
-        search.append(lines[i])
-        i += 1
-    if i == len(lines):
-        raise FormatError(
-            f"{where}: the SEARCH section has no `=======` line after it; the reply looks "
-            "cut off. Send the complete block again."
-        )
-    replace: list[str] = []
-    i += 1
-    while i < len(lines) and not _TAIL.match(lines[i]):
-        if _HEAD.match(lines[i]) or _DIVIDER.match(lines[i]):
-            raise FormatError(
-                f"{where}: found `{lines[i].strip()}` at reply line {i + 1} before the "
-                f"`>>>>>>> REPLACE` line that ends the block.\n\n{FORMAT_REMINDER}"
-            )
-        replace.append(lines[i])
-        i += 1
-    if i == len(lines):
-        raise FormatError(
-            f"{where}: the block never reaches its `>>>>>>> REPLACE` line; the reply looks "
-            "truncated. Send the complete block again."
-        )
+    search, i = _section(
+        lines, head + 1, _DIVIDER, (_HEAD, _TAIL), where,
+        "the `=======` line that ends the SEARCH section",
+        "the SEARCH section has no `=======` line after it; the reply looks cut off.")
+    replace, i = _section(
+        lines, i + 1, _TAIL, (_HEAD, _DIVIDER), where,
+        "the `>>>>>>> REPLACE` line that ends the block",
+        "the block never reaches its `>>>>>>> REPLACE` line; the reply looks truncated.")
     return _join_lines(search), _join_lines(replace), i
+
+
+def _section(lines: list[str], i: int, end: re.Pattern[str], stray: tuple[re.Pattern[str], ...],
+             where: str, end_line: str, cut_off: str) -> tuple[list[str], int]:
+    """The lines from `i` up to the `end` marker, and the marker's index."""
+    out: list[str] = []
+    while i < len(lines) and not end.match(lines[i]):
+        if any(p.match(lines[i]) for p in stray):
+            raise FormatError(
+                f"{where}: found `{lines[i].strip()}` at reply line {i + 1} before "
+                f"{end_line}.\n\n{FORMAT_REMINDER}"
+            )
+        out.append(lines[i])
+        i += 1
+    if i == len(lines):
+        raise FormatError(f"{where}: {cut_off} Send the complete block again.")
+    return out, i
 
 
 def _find_filename(lines: list[str], head: int, prev_end: int, edits: list[Edit], number: int) -> str:
