@@ -63,14 +63,15 @@ class Workspace:
         with tempfile.TemporaryDirectory() as tmp:
             env = {**AUTHOR, "GIT_INDEX_FILE": os.path.join(tmp, "index")}
             g = self.repo.git
+            tree = self.repo.commit(parent).tree
             with g.custom_environment(**env):
                 g.read_tree(parent)
                 for rel, text in files.items():
                     data = text.encode()
-                    blob = self.repo.odb.store(IStream(b"blob", len(data), io.BytesIO(data))).hexsha.decode()
-                    g.update_index("--add", "--cacheinfo", f"100644,{blob},{rel}")
-                tree = g.write_tree()
-                sha = g.commit_tree(tree, "-p", parent, "-m", message)
+                    blob = self.repo.odb.store(IStream(b"blob", len(data), io.BytesIO(data)))
+                    mode = tree[rel].mode if rel in tree else 0o100644  # keep executable bits
+                    g.update_index("--add", "--cacheinfo", f"{mode:o},{blob.hexsha.decode()},{rel}")
+                sha = g.commit_tree(g.write_tree(), "-p", parent, "-m", message)
         self.repo.git.update_ref(f"refs/heads/{branch}", sha)
         return sha
 

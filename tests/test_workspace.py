@@ -113,3 +113,17 @@ def test_a_variant_diff_is_a_patch_git_applies(ws, tmp_path):
     ws.export(root, copy)
     subprocess.run(["git", "apply", str(patch)], cwd=copy, check=True, capture_output=True)
     assert (copy / "train.py").read_text() == ws.read(sha, ["train.py"])["train.py"]
+
+
+def test_an_edit_keeps_the_file_mode(tmp_path, toy):
+    toy.train.chmod(0o755)  # an executable training script stays executable when edited
+    ws = Workspace.create(tmp_path / "repo", load_seed(toy.path))
+    root = ws.head_of("v0000")
+    files = edited(ws, root, "lr: float = 0.01", "lr: float = 0.02")
+    files["notes.md"] = "a new file\n"
+    sha = ws.commit(root, files, "v0001: faster", "v0001")
+    rows = [line.split(None, 3) for line in git(ws.path, "ls-tree", sha).splitlines()]
+    modes = {path: mode for mode, _, _, path in rows}
+    assert modes["train.py"] == "100755"
+    assert modes["notes.md"] == "100644"
+    assert modes["evaluate.py"] == "100644"
