@@ -36,6 +36,7 @@ class Change:
     new_line: str
     old: Any
     new: Any
+    note: str = ""  # why this direction: what the lineage's record says
 
 
 def find_line(text: str, name: str) -> re.Match[str] | None:
@@ -69,6 +70,11 @@ def past_changes(history: list[Variant], knobs: list[Mutable]) -> list[tuple[Var
                     (plus if line[0] == "+" else minus)[k.name] = val
         out += [(v, n, minus.get(n), plus[n]) for n in plus]
     return out
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if not text or text[-1] in ".!?" else text + "."
 
 
 class OfflineProposer:
@@ -120,21 +126,26 @@ class OfflineProposer:
         old = ast.literal_eval(m["value"].strip())
         if k.type == "bool":
             new: Any = not bool(old)
+            note = ""
         elif k.type == "choice":
             new = ctx.rng.choice([v for v in k.values if v != old] or list(k.values))
+            note = ""
+            note = ""
         else:
-            new = self._step(k, old, self._direction(k, ctx, past, byid), ctx.rng)
+            direction, note = self._direction(k, ctx, past, byid)
+            new = self._step(k, old, direction, ctx.rng)
         # the value the code will hold (floats keep 3 significant digits): what `tried`
         # and the hypothesis compare and show
         new = ast.literal_eval(format_value(k.type, new))
         line = m.group(0)
         start, end = m.span("value")
         new_line = line[: start - m.start()] + format_value(k.type, new) + line[end - m.start():]
-        return Change(k, line, new_line, old, new)
+        return Change(k, line, new_line, old, new, note)
 
     @staticmethod
-    def _direction(k: Mutable, ctx: Context, past: list, byid: dict[int, Variant]) -> int:
-        """+1 or -1: follow the last change of this knob along the parent's lineage."""
+    def _direction(k: Mutable, ctx: Context, past: list,
+                   byid: dict[int, Variant]) -> tuple[int, str]:
+        """+1 or -1, and why: follow the last change of this knob along the parent's lineage."""
         lineage, vid = set(), ctx.parent.id
         while vid is not None and vid in byid:
             lineage.add(vid)
@@ -147,8 +158,13 @@ class OfflineProposer:
                 break
             up = new > old
             helped = (v.fitness > parent.fitness) == ctx.seed.maximize
-            return 1 if up == helped else -1
-        return ctx.rng.choice((-1, 1))
+            delta = v.fitness - parent.fitness
+            note = (f"Its last change along this lineage, in {v.name} "
+                    f"({format_value(k.type, old)} → {format_value(k.type, new)}), moved "
+                    f"{ctx.seed.metric} by {delta:+.4f}, so this "
+                    f"{'continues that way' if helped else 'goes the other way'}.")
+            return (1 if up == helped else -1), note
+        return ctx.rng.choice((-1, 1)), "Not changed along this lineage yet: a first probe."
 
     @staticmethod
     def _step(k: Mutable, old: float, direction: int, rng: random.Random) -> float:
@@ -174,10 +190,10 @@ class OfflineProposer:
         for c in changes:
             parts.append(f"{c.knob.name} {format_value(c.knob.type, c.old)} → "
                          f"{format_value(c.knob.type, c.new)}")
-            if c.knob.why:
-                reasons.append(f"{c.knob.name}: {c.knob.why}")
+            why = " ".join(x for x in (_sentence(c.knob.why), c.note) if x)
+            reasons.append(f"{c.knob.name}: {why or 'a declared knob of the seed.'}")
         hypothesis = f"Changing {' and '.join(parts)} will {verb} {metric}."
-        rationale = " ".join(reasons) or "A declared knob of the seed not yet tuned in this lineage."
+        rationale = " ".join(reasons)
         prediction = f"{metric} {'up' if ctx.seed.maximize else 'down'} by a small margin"
         text = "\n".join(render_edit(Edit(c.knob.file, c.old_line, c.new_line)) for c in changes)
         return Proposal(hypothesis, rationale, prediction, tuple(parse_edits(text)), self.name)

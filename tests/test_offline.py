@@ -214,6 +214,10 @@ def test_follows_the_direction_that_helped_along_the_lineage(toy, maximize, chil
                           protected=seed.protected)
         lr = value_of(new["train.py"], "lr")
         assert (lr > 0.02) == goes_up, (rng_seed, lr)
+        # the rationale says what it learned from the lineage
+        assert f"in v0001 (0.01 → 0.02), moved neg_mse by {child_fitness + 3.0:+.4f}" in p.rationale
+        way = "continues that way" if (lr > 0.02) == (0.02 > 0.01) else "goes the other way"
+        assert way in p.rationale
 
 
 def test_changes_outside_the_lineage_do_not_steer(toy):
