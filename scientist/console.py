@@ -7,7 +7,11 @@ time.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -49,6 +53,47 @@ class Progress:
                          f"eval {r.eval_seconds:.0f} s)")
         else:
             self.line(k, f"{v.name} training seed {r.seed}: [red]{r.status}[/] — {r.reason}")
+
+
+def last_line(path: Path, n: int = 4096) -> str:
+    """The last non-empty line of a log (read from its end), shortened."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - n))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return shorten(lines[-1], 90) if lines else ""
+
+
+@contextmanager
+def heartbeat(progress: Progress, k: int, v: Variant, folder: Path,
+              every: float = 30.0) -> Iterator[set[int]]:
+    """While a variant runs, print every `every` seconds what each training seed is doing:
+    its running step and the last line that step printed. Add a seed to the yielded set
+    when it is done, and it is left out."""
+    stop = threading.Event()
+    done: set[int] = set()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            for d in sorted(folder.glob("seed-*")):
+                logs = [p for p in (d / "train.out", d / "evaluate.out") if p.exists()]
+                if not logs or int(d.name.split("-")[1]) in done:
+                    continue
+                log = max(logs, key=lambda p: p.stat().st_mtime)
+                step = "training" if log.name == "train.out" else "evaluating"
+                progress.line(k, f"{v.name} {d.name.replace('-', ' ')} {step}: "
+                                 f"[dim]{last_line(log) or '(no output yet)'}[/]")
+
+    t = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{v.name}")
+    t.start()
+    try:
+        yield done
+    finally:
+        stop.set()
+        t.join()
 
 
 def best_table(variants: list[Variant], maximize: bool, metric: str, n: int = 10) -> Table:

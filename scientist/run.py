@@ -23,7 +23,7 @@ from rich.console import Console
 
 from scientist.archive import Archive
 from scientist.config import RunConfig
-from scientist.console import Progress, best_table
+from scientist.console import Progress, best_table, heartbeat
 from scientist.edits import apply_edits, unified_diff
 from scientist.errors import EditError, FormatError, ScientistError
 from scientist.evaluator import Evaluator
@@ -33,7 +33,7 @@ from scientist.sandbox import Sandbox, make_sandbox
 from scientist.seed import MANIFEST, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
 from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
-                               Variant)
+                               SeedResult, Variant)
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
@@ -62,6 +62,7 @@ class Run:
     policy: Policy
     gate: Gate
     console: Console
+    heartbeat_seconds: float = 30.0  # how often a running variant reports what it is doing
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -249,9 +250,12 @@ class Run:
     def _evaluate(self, v: Variant) -> None:
         self.archive.update(v.id, status=RUNNING)
         folder = self.dir / VARIANTS / v.name
-        result = self.evaluator.evaluate(
-            v.commit, folder,
-            on_seed=lambda r: self.progress.seed_done(v.iteration, v, r, self.seed.metric))
+        def seed_done(r: SeedResult) -> None:
+            done.add(r.seed)
+            self.progress.seed_done(v.iteration, v, r, self.seed.metric)
+
+        with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds) as done:
+            result = self.evaluator.evaluate(v.commit, folder, on_seed=seed_done)
         self.archive.record_result(v.id, result, DONE if result.ok else FAILED)
         self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
         fit = Fitness(result.mean, self.seed.maximize)

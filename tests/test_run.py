@@ -388,3 +388,14 @@ def test_a_run_id_must_name_a_folder_inside_the_runs_folder(toy, runs_dir, run_i
     with pytest.raises(ScientistError, match="run id"):
         Run.create(cfg, make_console()[0])
     assert not (runs_dir.parent / "escape").exists()
+
+
+def test_a_running_variant_reports_what_it_is_doing(toy, make_run):
+    # training prints a progress line, then works for a while: the run shows that line
+    toy.add_to_train("print('meta-step 7 loss 0.25', flush=True); time.sleep(1.5)")
+    run, out = make_run(toy, iterations=0)
+    run.heartbeat_seconds = 0.3
+    assert run.execute() == 0
+    beats = [ln for ln in out.getvalue().splitlines() if "training: meta-step 7 loss 0.25" in ln]
+    assert beats and all("v0000 seed" in ln for ln in beats)
+    assert {ln.split("v0000 seed ")[1][0] for ln in beats} == {"0", "1"}
