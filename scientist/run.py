@@ -162,8 +162,8 @@ class Run:
                                f"`scientist resume {self.dir.name}`.")
             raise
         except Stop as e:
-            self._finish("failed" if e.failed else "stopped")
             self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
+            self._finish("failed" if e.failed else "stopped")
             return 1 if e.failed else 0
         finally:
             signal.signal(signal.SIGTERM, old_term)
