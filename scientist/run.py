@@ -277,13 +277,15 @@ class Run:
         a.set_meta("elapsed_seconds", self.progress.elapsed)
         a.set_meta("finished_at", time.time())
         self.console.print(best_table(a.all(), self.seed.maximize, self.seed.metric))
-        if status == "interrupted" or not self.config.report:
-            return
-        from scientist.report import write_report
+        if status != "interrupted" and self.config.report:
+            from scientist.report import write_report
 
-        rep = write_report(self.dir)
-        self.console.print(f"report: {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
-                                                   f" (no PDF: {rep.message})"))
+            rep = write_report(self.dir)
+            self.console.print(f"report: {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
+                                                       f" (no PDF: {rep.message})"))
+        if status != "interrupted":
+            self.console.print(f"[dim]look closer: scientist show {self.dir.name} [VARIANT]; "
+                               f"git -C {self.dir / REPO} log --graph --all --oneline[/]")
 
     def close(self) -> None:
         self.archive.close()
