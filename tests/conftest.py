@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from scientist.archive import Archive
 from scientist.config import RunConfig
 from scientist.run import Run
 
@@ -86,6 +87,14 @@ def toy(tmp_path: Path) -> ToySeed:
     dst = tmp_path / "toyseed"
     shutil.copytree(TOY, dst, ignore=shutil.ignore_patterns("__pycache__"))
     return ToySeed(dst)
+
+
+@pytest.fixture
+def archive(tmp_path: Path):
+    """An empty archive in tmp_path (maximising)."""
+    a = Archive(tmp_path / "archive.sqlite")
+    yield a
+    a.close()
 
 
 @pytest.fixture

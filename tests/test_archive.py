@@ -20,13 +20,6 @@ def add_done(a: Archive, parent: int | None, value: float, iteration: int = 0) -
     return v.id
 
 
-@pytest.fixture
-def archive(tmp_path):
-    a = Archive(tmp_path / "archive.sqlite")
-    yield a
-    a.close()
-
-
 def test_ids_start_at_zero_and_count_up(archive):
     assert archive.next_id() == 0
     ids = [archive.new_variant(None if i == 0 else 0, i).id for i in range(3)]

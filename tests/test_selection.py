@@ -23,13 +23,6 @@ def add(a: Archive, value: float | None) -> int:
     return v.id
 
 
-@pytest.fixture
-def archive(tmp_path):
-    a = Archive(tmp_path / "a.sqlite")
-    yield a
-    a.close()
-
-
 def frequencies(policy, archive, n=500, seed=0) -> Counter:
     rng = random.Random(seed)
     return Counter(policy.select(archive, rng).id for _ in range(n))
