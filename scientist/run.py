@@ -9,6 +9,7 @@ commit) before it is evaluated and again when its result is known, so Ctrl-C or
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import os
@@ -118,8 +119,11 @@ class Run:
         gate: Gate = TerminalGate(console) if config.approve else AutoGate()
         archive.set_meta("proposer_uses_llm", proposer.uses_llm)
         archive.set_meta("proposer_description", proposer.describe())
+        # the label ties every process the run starts to this run folder, so a resume
+        # can find what a killed orchestrator left behind
+        label = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
         return cls(run_dir, config, seed, archive, Workspace(run_dir / REPO),
-                   make_sandbox(config.sandbox), proposer, policy, gate, console)
+                   make_sandbox(config.sandbox, label=label), proposer, policy, gate, console)
 
     # --- the loop -----------------------------------------------------------------------
     def banner(self) -> str:
@@ -146,6 +150,10 @@ class Run:
         self.archive.set_meta("status", "running")
         self.archive.set_meta("started_at", self.archive.get_meta("started_at") or time.time())
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        leftovers = self.sandbox.kill_leftovers()
+        if leftovers:
+            self.console.print(f"  killed {leftovers} process(es) left running by this run's "
+                               "previous orchestrator")
         try:
             self._baseline()
             for v in self.archive.in_flight():  # interrupted by a crash or kill: run again

@@ -4,8 +4,10 @@
 a wall-clock limit (the whole group is killed), a resident-memory limit over the whole
 process tree (polled; the group is killed when it is exceeded), an environment built
 from an allow-list (no API keys or other secrets), a working copy of the variant as its
-current directory, and stdout/stderr captured to files. It does not confine file writes
-or the network: that is what the Docker sandbox is for. A crash, timeout or OOM is an
+current directory, and stdout/stderr captured to files. Nothing is left behind: every
+process of a step inherits a `SCIENTIST_STEP` tag in its environment, so one that left
+the session (setsid, a double fork) is still counted and killed. It does not confine
+file writes or the network: that is what the Docker sandbox is for. A crash, timeout or OOM is an
 outcome, never an exception.
 """
 
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from typing import Protocol
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "CUDA_VISIBLE_DEVICES",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
 POLL_SECONDS = 0.1
+TAG_VAR = "SCIENTIST_STEP"  # every process of a step inherits this tag, even outside its session
 TERM_GRACE_SECONDS = 3.0
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
 
@@ -67,6 +71,10 @@ class Sandbox(Protocol):
     python: str
 
     def run(self, step: Step) -> StepOutcome: ...
+
+    def kill_leftovers(self) -> int:
+        """Kill what this run's steps left behind when the orchestrator was killed."""
+        ...
 
     def kill_all(self) -> None: ...
 
@@ -108,21 +116,39 @@ def _die_with_parent() -> None:
             pass
 
 
-def group_rss_mb(sid: int) -> float:
-    """Resident memory of every process in session `sid`, in MiB (Linux /proc)."""
-    total = 0
+def step_processes(sid: int, tag: str) -> dict[int, int]:
+    """pid -> resident KiB of every process of a step (Linux /proc): those in its session,
+    and those that left it (setsid, double fork) but still carry its SCIENTIST_STEP tag.
+    Only processes started no earlier than the session leader can carry the tag, so only
+    their environments are read."""
+    marker = f"{TAG_VAR}={tag}\0".encode()
+    try:
+        leader_start = _stat(sid)[19]
+    except (OSError, IndexError):  # the leader has exited: look at every process
+        leader_start = 0
+    found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read().rsplit(b")", 1)[1].split()
-            # after the command: state(0) ppid(1) pgrp(2) session(3) ... rss(21)
-            if int(stat[3]) == sid:
-                total += int(stat[21]) * PAGE_KB
+            # after the command: state(0) ppid(1) pgrp(2) session(3) ... starttime(19) rss(21)
+            stat = _stat(int(entry.name))
+            member = stat[3] == sid
+            if not member and stat[19] >= leader_start:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    member = marker in f.read() + b"\0"
+            if member:
+                found[int(entry.name)] = stat[21] * PAGE_KB
         except (OSError, IndexError, ValueError):
             continue
-    return total / 1024
+    return found
+
+
+def _stat(pid: int) -> list[int]:
+    """The numeric fields of /proc/PID/stat after the command name."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return [int(x) if x.lstrip(b"-").isdigit() else 0
+                for x in f.read().rsplit(b")", 1)[1].split()]
 
 
 class LocalSandbox:
@@ -130,9 +156,10 @@ class LocalSandbox:
 
     name = "local"
 
-    def __init__(self, python: str | None = None):
+    def __init__(self, python: str | None = None, label: str = ""):
         self.python = python or sys.executable
-        self._groups: set[int] = set()
+        self.label = label  # names the run: a step's tag is LABEL:RANDOM
+        self._steps: dict[int, str] = {}  # session leader pid -> the step's tag
         self._lock = threading.Lock()
 
     def run(self, step: Step) -> StepOutcome:
@@ -140,13 +167,15 @@ class LocalSandbox:
         home = step.out / ".home"
         home.mkdir(exist_ok=True)
         argv = shlex.split(step.command)
+        tag = f"{self.label}:{uuid.uuid4().hex}"
         start = time.monotonic()
         with open(step.stdout, "wb") as out, open(step.stderr, "wb") as err:
             mask = signal.pthread_sigmask(signal.SIG_BLOCK, START_MASK)
             try:
                 proc = subprocess.Popen(argv, cwd=step.cwd, stdout=out, stderr=err,
                                         stdin=subprocess.DEVNULL,
-                                        env=clean_env(step.env, step.threads, home),
+                                        env={**clean_env(step.env, step.threads, home),
+                                             TAG_VAR: tag},
                                         preexec_fn=_die_with_parent)
             except BaseException as e:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -154,16 +183,16 @@ class LocalSandbox:
                     raise
                 return StepOutcome("crash", None, 0.0, 0.0, f"could not start {argv[0]!r}: {e}")
             with self._lock:
-                self._groups.add(proc.pid)
+                self._steps[proc.pid] = tag
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held-back Ctrl-C lands here
-                return self._watch(proc, step, start)
+                return self._watch(proc, step, start, tag)
             finally:
-                self._kill_group(proc.pid)
+                self._kill_step(proc.pid, tag)  # whatever the step left running
                 with self._lock:
-                    self._groups.discard(proc.pid)
+                    self._steps.pop(proc.pid, None)
 
-    def _watch(self, proc: subprocess.Popen, step: Step, start: float) -> StepOutcome:
+    def _watch(self, proc: subprocess.Popen, step: Step, start: float, tag: str) -> StepOutcome:
         peak = 0.0
         while True:
             rc = proc.poll()
@@ -177,16 +206,16 @@ class LocalSandbox:
                 why = (f"killed by signal {signal.Signals(-rc).name}" if rc < 0
                        else f"exit status {rc}")
                 return StepOutcome("crash", rc, elapsed, peak, f"{step.kind} failed: {why}")
-            rss = group_rss_mb(proc.pid)
+            rss = sum(step_processes(proc.pid, tag).values()) / 1024
             peak = max(peak, rss)
             if rss > step.memory_mb:
-                self._kill_group(proc.pid)
+                self._kill_step(proc.pid, tag)
                 proc.wait()
                 return StepOutcome("oom", proc.returncode, time.monotonic() - start, peak,
                                    f"{step.kind} used {rss:.0f} MiB, over the limit of "
                                    f"{step.memory_mb} MiB; killed")
             if elapsed > step.timeout:
-                self._terminate(proc)
+                self._terminate(proc, tag)
                 return StepOutcome("timeout", proc.returncode, time.monotonic() - start, peak,
                                    f"{step.kind} ran past its time limit of "
                                    f"{step.timeout:.0f} s; killed")
@@ -195,28 +224,61 @@ class LocalSandbox:
             except subprocess.TimeoutExpired:
                 pass
 
-    def _terminate(self, proc: subprocess.Popen) -> None:
+    def _terminate(self, proc: subprocess.Popen, tag: str) -> None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(TERM_GRACE_SECONDS)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
-        self._kill_group(proc.pid)
+        self._kill_step(proc.pid, tag)
         proc.wait()
 
     @staticmethod
-    def _kill_group(pgid: int) -> None:
+    def _kill_step(sid: int, tag: str) -> None:
+        """SIGKILL the step's process group and every process that carries its tag."""
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(sid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in step_processes(sid, tag):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def kill_leftovers(self) -> int:
+        """Kill processes that steps of this run (same label) left behind when the
+        orchestrator itself was killed (kill -9 skips all cleanup). Returns how many."""
+        if not self.label:
+            return 0
+        with self._lock:
+            running = set(self._steps.values())
+        marker = f"{TAG_VAR}={self.label}:".encode()
+        killed = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    env = f.read()
+            except OSError:
+                continue
+            at = (b"\0" + env).find(b"\0" + marker)  # a whole variable, not a substring
+            if at < 0 or env[at + len(TAG_VAR) + 1:].split(b"\0", 1)[0].decode() in running:
+                continue
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        return killed
 
     def kill_all(self) -> None:
         """Kill every step still running (Ctrl-C, or the orchestrator stopping)."""
         with self._lock:
-            groups = list(self._groups)
-        for g in groups:
-            self._kill_group(g)
+            steps = list(self._steps.items())
+        for sid, tag in steps:
+            self._kill_step(sid, tag)
 
 
 def format_command(template: str, **values: object) -> str:

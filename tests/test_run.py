@@ -306,6 +306,37 @@ def test_resume_after_kill_9(toy, runs_dir, scientist_cli, victim):
     resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=victim)
 
 
+def test_resume_kills_what_a_killed_run_left_behind(toy, runs_dir, scientist_cli, tmp_path):
+    # training starts a daemon outside its session; kill -9 of the orchestrator skips every
+    # cleanup, so the daemon survives it, and the resume must end it
+    pidfile = tmp_path / "daemon.pid"
+    toy.add_to_train(
+        "import subprocess; d = subprocess.Popen([sys.executable, '-c', 'import time; "
+        f"time.sleep(600)'], start_new_session=True); open({str(pidfile)!r}, 'a')"
+        ".write(f'{d.pid}\\n'); time.sleep(3)")
+    proc = start_slow_run(toy, runs_dir, iterations=1)
+    wait_until_training(runs_dir / "r", proc, 0)
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    first = int(pidfile.read_text().split()[0])
+    assert alive(first), "the daemon outlives a kill -9 of its orchestrator"
+    p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "killed 1 process(es) left running by this run's previous orchestrator" in p.stdout
+    assert not alive(first)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_then_resume(toy, runs_dir, scientist_cli, sig):
     proc = start_slow_run(toy, runs_dir, iterations=2)

@@ -105,6 +105,31 @@ def test_children_left_behind_by_a_finished_step_are_killed(tmp_path):
     assert gone(int((tmp_path / "grandchild.pid").read_text()))
 
 
+DAEMON = """
+    import os, subprocess, sys, time
+    # a daemon that leaves the step's session and process group and ignores SIGTERM
+    child = subprocess.Popen([sys.executable, "-c", "import signal, time; "
+                              "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                              "hog = bytearray({mb} * 1024 * 1024); time.sleep(600)"],
+                             start_new_session=True)
+    open("daemon.pid", "w").write(str(child.pid))
+    time.sleep({linger})
+"""
+
+
+def test_a_daemon_that_left_the_session_is_killed_with_its_step(tmp_path):
+    p = script(tmp_path, DAEMON.format(mb=1, linger=0.5))
+    assert LocalSandbox().run(step(tmp_path, p)).ok
+    assert gone(int((tmp_path / "daemon.pid").read_text()))
+
+
+def test_a_daemon_that_left_the_session_counts_toward_the_memory_limit(tmp_path):
+    p = script(tmp_path, DAEMON.format(mb=300, linger=60))
+    res = LocalSandbox().run(step(tmp_path, p, memory_mb=200))
+    assert res.status == "oom", res
+    assert gone(int((tmp_path / "daemon.pid").read_text()))
+
+
 def test_memory_hog_is_killed_as_oom(tmp_path):
     p = script(tmp_path, """
         import time
