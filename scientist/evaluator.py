@@ -20,7 +20,7 @@ from pathlib import Path
 
 from scientist.sandbox import POLL_SECONDS, Sandbox, Step, format_command
 from scientist.seed import Scale, Seed
-from scientist.variant import (SEED_CRASH, SEED_NO_METRICS, SEED_OK, Result, SeedResult)
+from scientist.variant import SEED_NO_METRICS, SEED_OK, Result, SeedResult
 from scientist.workspace import Workspace
 
 TAIL_CHARS = 3000
@@ -139,5 +139,3 @@ def read_metrics(path: Path, metric: str) -> tuple[dict[str, float], str]:
         return metrics, f"fitness metric {metric!r} is not finite: {metrics[metric]}"
     return metrics, ""
 
-
-__all__ = ["Evaluator", "read_metrics", "SEED_CRASH"]

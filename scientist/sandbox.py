@@ -121,7 +121,6 @@ def step_processes(sid: int, tag: str) -> dict[int, int]:
     and those that left it (setsid, double fork) but still carry its SCIENTIST_STEP tag.
     Only processes started no earlier than the session leader can carry the tag, so only
     their environments are read."""
-    marker = f"{TAG_VAR}={tag}\0".encode()
     try:
         leader_start = _stat(sid)[19]
     except (OSError, IndexError):  # the leader has exited: look at every process
@@ -135,13 +134,24 @@ def step_processes(sid: int, tag: str) -> dict[int, int]:
             stat = _stat(int(entry.name))
             member = stat[3] == sid
             if not member and stat[19] >= leader_start:
-                with open(f"/proc/{entry.name}/environ", "rb") as f:
-                    member = marker in f.read() + b"\0"
+                member = tag_of(int(entry.name)) == tag
             if member:
                 found[int(entry.name)] = stat[21] * PAGE_KB
         except (OSError, IndexError, ValueError):
             continue
     return found
+
+
+def tag_of(pid: int) -> str | None:
+    """The SCIENTIST_STEP tag in a process's environment, if it has one (and we may look)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{TAG_VAR}=".encode()
+    return next((v[len(prefix):].decode(errors="replace") for v in env
+                 if v.startswith(prefix)), None)
 
 
 def _stat(pid: int) -> list[int]:
@@ -253,18 +263,12 @@ class LocalSandbox:
             return 0
         with self._lock:
             running = set(self._steps.values())
-        marker = f"{TAG_VAR}={self.label}:".encode()
         killed = 0
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as f:
-                    env = f.read()
-            except OSError:
-                continue
-            at = (b"\0" + env).find(b"\0" + marker)  # a whole variable, not a substring
-            if at < 0 or env[at + len(TAG_VAR) + 1:].split(b"\0", 1)[0].decode() in running:
+            tag = tag_of(int(entry.name))
+            if tag is None or not tag.startswith(f"{self.label}:") or tag in running:
                 continue
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
