@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from scientist.llm import Usage
 from scientist.variant import DONE, PENDING, RUNNING, Fitness, Result, Variant
 
 SCHEMA = """
@@ -37,9 +38,17 @@ CREATE TABLE IF NOT EXISTS variants (
     error TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     finished_at REAL,
-    last_used INTEGER NOT NULL DEFAULT 0
+    last_used INTEGER NOT NULL DEFAULT 0,
+    predicted REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, iteration INTEGER NOT NULL, purpose TEXT NOT NULL,
+    key TEXT NOT NULL, model TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0, cached INTEGER NOT NULL DEFAULT 0,
+    priced INTEGER NOT NULL DEFAULT 1, seconds REAL, finish_reason TEXT, error TEXT
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, variant_id INTEGER, kind TEXT NOT NULL,
     text TEXT NOT NULL
@@ -48,7 +57,12 @@ CREATE TABLE IF NOT EXISTS events (
 
 COLUMNS = ("id", "parent_id", "iteration", "status", "hypothesis", "rationale", "prediction",
            "proposer", "commit_sha", "diff", "fitness", "fitness_stderr", "fitness_n",
-           "metrics", "result", "error", "created_at", "finished_at")
+           "metrics", "result", "error", "created_at", "finished_at", "predicted")
+# columns added after the first release, with their type: older archives get them on open
+ADDED_COLUMNS = {"predicted": "REAL"}
+LLM_CALL_FIELDS = ("at", "iteration", "purpose", "key", "model", "attempt", "prompt_tokens",
+                   "completion_tokens", "cost", "cached", "priced", "seconds", "finish_reason",
+                   "error")
 
 
 class Archive:
@@ -61,6 +75,10 @@ class Archive:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(variants)")}
+        for col, kind in ADDED_COLUMNS.items():
+            if col not in have:
+                self.db.execute(f"ALTER TABLE variants ADD COLUMN {col} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -97,6 +115,41 @@ class Archive:
             q, args = q + " WHERE variant_id = ?", (variant_id,)
         rows = self.db.execute(q + " ORDER BY id", args).fetchall()
         return [dict(zip(("at", "variant_id", "kind", "text"), r)) for r in rows]
+
+    # --- LLM calls ----------------------------------------------------------------
+    def add_llm_call(self, entry: dict[str, Any]) -> None:
+        """Store the counts of one LLM call (or failed attempt); texts go to the transcript."""
+        row = {k: entry.get(k) for k in LLM_CALL_FIELDS}
+        row["attempt"] = row["attempt"] or 0
+        for k in ("prompt_tokens", "completion_tokens", "cost", "cached"):
+            row[k] = row[k] or 0
+        row["priced"] = 1 if row["priced"] is None else int(bool(row["priced"]))
+        with self._tx() as db:
+            db.execute(f"INSERT INTO llm_calls ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row.values()))
+
+    def llm_usage(self, iteration: int | None = None) -> Usage:
+        """Calls, tokens and cost of the run's LLM calls (of one iteration, if given).
+        Failed attempts are not calls; cached replies count as calls but cost nothing."""
+        q = ("SELECT COUNT(*), COALESCE(SUM(cached), 0), "
+             "COALESCE(SUM(CASE WHEN cached = 0 THEN prompt_tokens END), 0), "
+             "COALESCE(SUM(CASE WHEN cached = 0 THEN completion_tokens END), 0), "
+             "COALESCE(SUM(CASE WHEN cached = 0 THEN cost END), 0), "
+             "COALESCE(SUM(CASE WHEN cached = 0 AND priced = 0 THEN 1 END), 0) "
+             "FROM llm_calls WHERE error IS NULL")
+        args: tuple = ()
+        if iteration is not None:
+            q, args = q + " AND iteration = ?", (iteration,)
+        calls, cached, pt, ct, cost, unpriced = self.db.execute(q, args).fetchone()
+        return Usage(calls, cached, pt, ct, float(cost), unpriced)
+
+    def llm_errors(self, iteration: int | None = None) -> list[dict[str, Any]]:
+        q = "SELECT at, iteration, purpose, attempt, error FROM llm_calls WHERE error IS NOT NULL"
+        args: tuple = ()
+        if iteration is not None:
+            q, args = q + " AND iteration = ?", (iteration,)
+        rows = self.db.execute(q + " ORDER BY id", args).fetchall()
+        return [dict(zip(("at", "iteration", "purpose", "attempt", "error"), r)) for r in rows]
 
     # --- variants -----------------------------------------------------------------
     def new_variant(self, parent_id: int | None, iteration: int, *, status: str = PENDING,

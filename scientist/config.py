@@ -7,6 +7,7 @@ it back, so a resumed run continues with exactly the settings it started with.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -43,8 +44,42 @@ class RunConfig:
     """FME: bucket b of m is chosen with weight exp(b/(m-1)/temperature); lower = greedier."""
     fme_capacity: int = 10
     """FME: each bucket's selection pool keeps its most recently used members up to this."""
-    proposer: str = "offline"
-    """What proposes edits: `offline` (no LLM; mutates the seed's declared knobs)."""
+    proposer: str | None = None
+    """What proposes edits: `llm` (needs `model`) or `offline` (no LLM; mutates the seed's
+    declared knobs). Default: `llm` if a model is configured, else `offline`."""
+    model: str | None = None
+    """The LLM, as litellm names it: `gpt-4o`, `anthropic/claude-sonnet-4-5`, or
+    `openai/NAME` for a local OpenAI-compatible server. Environment: SCIENTIST_MODEL."""
+    api_base: str | None = None
+    """Base URL of an OpenAI-compatible server (Ollama, vLLM, llama.cpp), e.g.
+    http://localhost:8000/v1. Environment: SCIENTIST_API_BASE."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the API key (the key itself is never saved).
+    Default: the provider's own (OPENAI_API_KEY, ANTHROPIC_API_KEY, …) or SCIENTIST_API_KEY."""
+    temperature: float = 0.7
+    """Sampling temperature of the LLM."""
+    max_output_tokens: int = 8192
+    """Longest reply the LLM may write, in tokens."""
+    llm_timeout: float = 300.0
+    """Seconds one LLM request may take before it is abandoned and retried."""
+    llm_retries: int = 5
+    """Retries of one LLM call on rate limits, timeouts and server errors (with backoff)."""
+    llm_backoff: float = 2.0
+    """Seconds before the first retry; each further retry waits twice as long (at most 60)."""
+    max_cost: float | None = None
+    """Stop the run cleanly once its LLM calls have cost this many US dollars."""
+    max_tokens: int | None = None
+    """Stop the run cleanly once its LLM calls have used this many tokens (prompt + reply)."""
+    price_in: float | None = None
+    """USD per million prompt tokens, for a model litellm has no price for (local: 0)."""
+    price_out: float | None = None
+    """USD per million reply tokens, for a model litellm has no price for."""
+    format_retries: int = 3
+    """Times a reply that does not parse or apply goes back to the LLM with the error."""
+    max_repairs: int = 2
+    """Repair attempts in a row for a variant that crashed or timed out (0: none)."""
+    notebook_tokens: int = 3000
+    """Token budget of the lab notebook in the prompt; older entries are summarised."""
     sandbox: str = "local"
     """Where variants run: `local` (subprocesses with time and memory limits)."""
     approve: bool = False
@@ -96,6 +131,14 @@ def _check_type(name: str, annotation: str, value: Any, source: str) -> None:
              for t in options if t in TYPES)
     if not ok:
         raise ScientistError(f"{source}: setting {name!r} must be {annotation}, not {value!r}")
+
+
+ENV_SETTINGS = {"SCIENTIST_MODEL": "model", "SCIENTIST_API_BASE": "api_base"}
+
+
+def env_settings() -> dict[str, Any]:
+    """Settings given through the environment (they override the config file)."""
+    return {key: os.environ[var] for var, key in ENV_SETTINGS.items() if os.environ.get(var)}
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -35,3 +35,9 @@ class BudgetExceeded(ScientistError):
 class SandboxError(ScientistError):
     """The sandbox that runs a variant could not be set up or used (not the variant's
     own failure, which is a result)."""
+
+
+class ProposalError(ScientistError):
+    """The proposer could not produce a usable proposal (e.g. an LLM whose replies still
+    did not parse or apply after the allowed corrections). Recorded as an invalid variant;
+    the loop goes on."""

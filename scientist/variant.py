@@ -45,6 +45,7 @@ class Proposal:
     prediction: str
     edits: tuple[Edit, ...]
     proposer: str = ""
+    predicted: float | None = None  # predicted fitness change vs the parent, if stated as a number
 
 
 # Status of one training seed's run (train then evaluate).
@@ -147,6 +148,7 @@ class Variant:
     error: str = ""
     created_at: float = 0.0
     finished_at: float | None = None
+    predicted: float | None = None  # the proposer's predicted change of fitness vs the parent
 
     @property
     def name(self) -> str:
