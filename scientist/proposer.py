@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from scientist.seed import Seed
@@ -24,6 +24,11 @@ class Context:
     files: dict[str, str]  # the parent's editable files: path -> content
     history: list[Variant]  # every variant of the run so far, oldest first
     rng: random.Random
+    iteration: int = 0
+    total: int = 0  # iterations planned (0: unknown)
+    notebook: str = ""  # the lab notebook, rendered within its token budget
+    lineage: tuple[Variant, ...] = ()  # baseline ... parent
+    protected_files: dict[str, str] = field(default_factory=dict)  # read-only context
 
 
 class Proposer(Protocol):
@@ -37,8 +42,15 @@ class Proposer(Protocol):
     def propose(self, ctx: Context) -> Proposal: ...
 
 
+class Repairer(Proposer, Protocol):
+    """A proposer that can also fix a variant that crashed or timed out."""
+
+    def repair(self, ctx: Context, failed: Variant, attempt: int, max_attempts: int) -> Proposal: ...
+
+
 PROPOSERS = {
     "offline": "scientist.offline:OfflineProposer",
+    "llm": "scientist.llm_proposer:LLMProposer",
 }
 
 
