@@ -16,9 +16,11 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from scientist.archive import Archive
-from scientist.config import DEFAULT_RUNS_DIR, RunConfig, load_config_file, parse_duration
+from scientist.config import DEFAULT_RUNS_DIR, RunConfig, env_settings, load_config_file, parse_duration
 from scientist.console import hms, shorten
 from scientist.errors import ScientistError
+from scientist.llm import short_count
+from scientist.notebook import measured_delta
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
 
 console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
@@ -47,7 +49,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", help="seed scale: test, smoke (default) or full")
     r.add_argument("--selection", choices=["fme", "greedy", "uniform"],
                    help="parent selection policy (default fme: fitness-monotonic)")
-    r.add_argument("--proposer", help="what proposes edits (default: offline)")
+    r.add_argument("--proposer", choices=["llm", "offline"],
+                   help="what proposes edits (default: llm if a model is configured, else offline)")
+    r.add_argument("--model", help="LLM as litellm names it, e.g. gpt-4o, anthropic/claude-sonnet-4-5, "
+                                   "openai/NAME for a local server (env: SCIENTIST_MODEL)")
+    r.add_argument("--api-base", help="base URL of an OpenAI-compatible server, e.g. "
+                                      "http://localhost:11434/v1 (env: SCIENTIST_API_BASE)")
+    r.add_argument("--api-key-env", help="name of the environment variable that holds the API key "
+                                         "(default: the provider's own, e.g. OPENAI_API_KEY)")
+    r.add_argument("--temperature", type=float, help="LLM sampling temperature (default 0.7)")
+    r.add_argument("--max-repairs", type=int,
+                   help="repair attempts in a row for a variant that crashed or timed out (default 2)")
     r.add_argument("--sandbox", help="where variants run (default: local)")
     r.add_argument("--workers", type=int, help="training seeds run in parallel")
     r.add_argument("--rng-seed", type=int, help="seed of the run's own random choices")
@@ -58,6 +70,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="continue an interrupted run where it stopped")
     s.add_argument("run", help="run id, run folder, or 'latest'")
     _budget_flags(s)
+    s.add_argument("--api-base", help="new base URL of the OpenAI-compatible server, if it moved")
     s.set_defaults(func=cmd_resume)
 
     ls = sub.add_parser("runs", help="list runs with their status and best fitness")
@@ -82,6 +95,10 @@ def parser() -> argparse.ArgumentParser:
 
 def _budget_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, help="number of proposals after the baseline")
+    p.add_argument("--max-cost", type=float, metavar="USD",
+                   help="stop cleanly once the run's LLM calls have cost this much")
+    p.add_argument("--max-tokens", type=int, metavar="N",
+                   help="stop cleanly once the run's LLM calls have used this many tokens")
     p.add_argument("--time-budget", type=_duration,
                    help="wall-clock budget for the run, e.g. 600, 10m, 2h")
     p.add_argument("--approve", action=argparse.BooleanOptionalAction, default=None,
@@ -141,18 +158,21 @@ def _execute(run: Run) -> int:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    cfg = RunConfig()
+    cfg = RunConfig()  # defaults < config file < environment < flags
     if a.config:
         cfg = cfg.merged(load_config_file(a.config))
+    cfg = cfg.merged(env_settings())
     cfg = cfg.merged({k: getattr(a, k) for k in (
         "seed", "scale", "iterations", "time_budget", "selection", "proposer", "sandbox",
-        "approve", "workers", "rng_seed", "run_id", "report", "runs_dir")})
+        "approve", "workers", "rng_seed", "run_id", "report", "runs_dir", "model", "api_base",
+        "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens")})
     return _execute(Run.create(cfg, console))
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
     run_dir = resolve_run(a.run, a.runs_dir)
-    overrides = {k: getattr(a, k) for k in ("iterations", "time_budget", "approve")}
+    overrides = {k: getattr(a, k) for k in ("iterations", "time_budget", "approve", "max_cost",
+                                             "max_tokens", "api_base")}
     return _execute(Run.open(run_dir, console, **overrides))
 
 
@@ -181,7 +201,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
     base = runs_dir(a.runs_dir)
     t = Table(title=f"runs in {base}")
     for col in ("run", "seed", "scale", "status", "variants", "failed", "best", "baseline",
-                "elapsed"):
+                "elapsed", "LLM"):
         t.add_column(col)
     for d in all_runs(base):
         cfg = json.loads((d / CONFIG).read_text())
@@ -196,7 +216,7 @@ def cmd_runs(a: argparse.Namespace) -> int:
                       str(sum(v.status in ("failed", "invalid") for v in vs)),
                       f"{best[0].fitness:.4f} ({best[0].name})" if best else "—",
                       f"{base_v.fitness:.4f}" if base_v and base_v.fitness is not None else "—",
-                      hms(arch.get_meta("elapsed_seconds", 0.0)))
+                      hms(arch.get_meta("elapsed_seconds", 0.0)), _llm_cell(arch.llm_usage()))
         finally:
             arch.close()
     console.print(t)
@@ -227,15 +247,29 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
     console.print(f"[bold]{run_dir.name}[/]: {arch.get_meta('seed_title', '')} — status "
                   f"{status_of(run_dir, arch)}, {hms(arch.get_meta('elapsed_seconds', 0.0))} elapsed, "
                   f"proposer: {arch.get_meta('proposer_description', '?')}")
+    total = arch.llm_usage()
+    if total.calls or arch.llm_errors():
+        console.print(f"LLM: {total} ({total.prompt_tokens:,} prompt + {total.completion_tokens:,} "
+                      f"reply tokens); transcript in {run_dir / 'llm' / 'transcript.jsonl'}")
+    llm = bool(total.calls)
     t = Table()
-    for col in ("variant", "parent", "iter", "status", metric, "± se", "hypothesis / error"):
+    cols = ["variant", "parent", "iter", "status", metric, "± se"]
+    cols += ["predicted Δ", "measured Δ", "LLM"] if llm else []
+    for col in cols + ["hypothesis / error"]:
         t.add_column(col)
-    for v in arch.all():
-        t.add_row(v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
-                  v.status, "—" if v.fitness is None else f"{v.fitness:.4f}",
-                  "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}",
-                  shorten(v.error if v.status != "done" and v.error else
-                          v.hypothesis or "baseline", 70))
+    variants = arch.all()
+    by_id = {v.id: v for v in variants}
+    for v in variants:
+        row = [v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
+               v.status, "—" if v.fitness is None else f"{v.fitness:.4f}",
+               "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}"]
+        if llm:
+            d = measured_delta(v, by_id)
+            row += ["—" if v.predicted is None else f"{v.predicted:+.4f}",
+                    "—" if d is None else f"{d:+.4f}", _llm_cell(arch.llm_usage(v.iteration))
+                    if v.iteration else "—"]
+        t.add_row(*row, shorten(v.error if v.status != "done" and v.error else
+                                v.hypothesis or "baseline", 70))
     console.print(t)
     return 0
 
@@ -256,6 +290,14 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
     if v.metrics:
         console.print("[bold]Metrics (mean over seeds):[/] " +
                       ", ".join(f"{k}={x:.4g}" for k, x in v.metrics.items()))
+    used = arch.llm_usage(v.iteration) if v.iteration else None
+    if used is not None and (used.calls or arch.llm_errors(v.iteration)):
+        console.print(f"[bold]LLM:[/] {used}" + "".join(
+            f"\n  failed attempt ({e['purpose']}): {e['error']}" for e in arch.llm_errors(v.iteration)))
+    if v.predicted is not None:
+        d = measured_delta(v, {x.id: x for x in arch.all()})
+        console.print(f"[bold]Predicted Δ:[/] {v.predicted:+.4f}; measured Δ: "
+                      + ("—" if d is None else f"{d:+.4f}"))
     for e in arch.events(v.id):
         console.print(f"[bold]{e['kind']}:[/] {e['text']}")
     if v.diff:
@@ -273,6 +315,12 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
             console.print(f"[dim]stderr (tail; --logs for all, in {folder}):[/]")
             console.print(s.stderr_tail, markup=False)
     return 0
+
+
+def _llm_cell(u) -> str:
+    if not u.calls:
+        return "—"
+    return f"${u.cost:.4f}" + ("+?" if u.unpriced_calls else "") + f" / {short_count(u.tokens)} tok"
 
 
 def cmd_report(a: argparse.Namespace) -> int:

@@ -26,9 +26,11 @@ from scientist.archive import Archive
 from scientist.config import RunConfig
 from scientist.console import Progress, best_table, heartbeat
 from scientist.edits import apply_edits, unified_diff
-from scientist.errors import EditError, FormatError, ScientistError
+from scientist.errors import BudgetExceeded, EditError, FormatError, ProposalError, ScientistError
 from scientist.evaluator import Evaluator
 from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
+from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
+from scientist.notebook import Notebook
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.sandbox import Sandbox, make_sandbox
 from scientist.seed import MANIFEST, Seed, load_seed
@@ -38,6 +40,7 @@ from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
+NOTEBOOK = "notebook.md"  # the lab notebook, for people (the LLM gets it within a token budget)
 PRISTINE = "seed"  # the baseline's files, exported for resume (the run's own copy of the seed)
 
 
@@ -74,6 +77,11 @@ class Run:
             config.iterations = scale.iterations
         if config.time_budget is None:
             config.time_budget = scale.time_budget
+        config.proposer = config.proposer or ("llm" if config.model else "offline")
+        if config.proposer == "llm" and not config.model:
+            raise ScientistError("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or "
+                                 "`model = ...` in the config file (e.g. gpt-4o, "
+                                 "anthropic/claude-sonnet-4-5, or openai/NAME with --api-base)")
         run_id = config.run_id or f"{datetime.now():%Y%m%d-%H%M%S}-{seed.name}"
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", run_id):
             raise ScientistError(f"run id {run_id!r}: use letters, digits, '_', '.', '-' "
@@ -113,7 +121,7 @@ class Run:
     @classmethod
     def _assemble(cls, run_dir: Path, config: RunConfig, seed: Seed, archive: Archive,
                   console: Console) -> Run:
-        proposer = make_proposer(config.proposer)
+        proposer = _make_proposer(config, seed, run_dir, archive, console)
         policy = make_policy(config.selection, buckets=config.fme_buckets,
                              temperature=config.fme_temperature, capacity=config.fme_capacity)
         gate: Gate = TerminalGate(console) if config.approve else AutoGate()
@@ -127,7 +135,7 @@ class Run:
 
     # --- the loop -----------------------------------------------------------------------
     def banner(self) -> str:
-        llm = "no LLM configured" if not self.proposer.uses_llm else "LLM"
+        llm = "no LLM configured" if not self.proposer.uses_llm else self.proposer.describe()
         return (f"scientist: seed [bold]{self.seed.name}[/] at scale [bold]{self.config.scale}"
                 f"[/], {self.sandbox.name} sandbox, {self.proposer.name} proposer ({llm}), "
                 f"selection {self.policy.name}, run folder {self.dir}")
@@ -150,6 +158,10 @@ class Run:
         self.archive.set_meta("status", "running")
         self.archive.set_meta("started_at", self.archive.get_meta("started_at") or time.time())
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        client = getattr(self.proposer, "client", None)
+        if client is not None:  # say so when the provider makes us wait
+            client.on_retry = lambda msg: self.progress.line(None, f"[yellow]{msg}[/]")
+            self.proposer.on_attempt = lambda msg: self.progress.line(None, f"[yellow]{msg}[/]")
         leftovers = self.sandbox.kill_leftovers()
         if leftovers:
             self.console.print(f"  killed {leftovers} process(es) left running by this run's "
@@ -190,7 +202,14 @@ class Run:
         total = self.config.iterations or 0
         while (k := self._next_iteration()) <= total:
             self._check_budget()
-            self._iteration(k)
+            try:
+                self._iteration(k)
+            except BudgetExceeded as e:
+                raise Stop(f"{e}. Raise it to go on: `scientist resume {self.dir.name} "
+                           "--max-cost USD` (or --max-tokens N)") from None
+            except ProviderError as e:
+                raise Stop(f"{e}\nThe archive is intact; `scientist resume {self.dir.name}` continues "
+                           "the run (replies received so far are cached).", failed=True) from None
 
     def _next_iteration(self) -> int:
         return max((v.iteration for v in self.archive.all()), default=0) + 1
@@ -213,22 +232,37 @@ class Run:
 
     def _iteration(self, k: int) -> None:
         rng = random.Random(f"{self.config.rng_seed}:{k}")
-        try:
-            parent = self.policy.select(self.archive, rng)
-        except NoParentError as e:
-            raise Stop(str(e), failed=True) from None
-        self.archive.touch(parent.id)
+        client = getattr(self.proposer, "client", None)
+        if client is not None:
+            client.check_budget()
+        repair = self._repair_target()
+        if repair is not None:
+            parent, attempt = repair
+        else:
+            try:
+                parent = self.policy.select(self.archive, rng)
+            except NoParentError as e:
+                raise Stop(str(e), failed=True) from None
         files = self.workspace.read(parent.commit, self.seed.editable)
+        ctx = self._context(k, parent, files, rng)
         try:
-            proposal = self.proposer.propose(Context(self.seed, parent, files,
-                                                     self.archive.all(), rng))
+            if repair is not None:
+                self.progress.line(k, f"{parent.name} failed; asking the LLM to repair it "
+                                      f"(attempt {attempt} of {self.config.max_repairs})")
+                proposal = self.proposer.repair(ctx, parent, attempt, self.config.max_repairs)
+            else:
+                proposal = self.proposer.propose(ctx)
             new_files = apply_edits(files, proposal.edits, editable=self.seed.editable,
                                     protected=self.seed.protected)
-        except (FormatError, EditError, ValueError) as e:
-            v = self.archive.new_variant(parent.id, k, status=INVALID, error=str(e),
+        except (FormatError, EditError, ProposalError, ValueError) as e:
+            self._used(parent, repair)
+            error = redact(str(e))
+            v = self.archive.new_variant(parent.id, k, status=INVALID, error=error,
                                          proposer=self.proposer.name, finished_at=time.time())
-            self.progress.line(k, f"{v.name} from {parent.name}: [red]invalid proposal[/] — {e}")
+            self.progress.line(k, f"{v.name} from {parent.name}: [red]invalid proposal[/] — "
+                                  f"{error.splitlines()[0]}{self._usage_note(k)}")
             return
+        self._used(parent, repair)
         diff = unified_diff(files, {**files, **new_files})
         label = f"iteration {k}, parent {parent.name} (fitness {Fitness(parent.fitness)})"
         decision = self.gate.review(proposal, diff, label)
@@ -247,13 +281,56 @@ class Run:
         if v.id != vid:  # only one process may write a run at a time
             raise ScientistError(f"variant id {v.id} does not match its branch v{vid:04d}; "
                                  "is another process writing to this run?")
-        self.progress.line(k, f"{v.name} from {parent.name}: {proposal.hypothesis}")
+        self.progress.line(k, f"{v.name} from {parent.name}: {proposal.hypothesis}"
+                              + (f" [dim](predicted {proposal.predicted:+.4g})[/]"
+                                 if proposal.predicted is not None else "") + self._usage_note(k))
         self._evaluate(v)
+
+    def _used(self, parent: Variant, repair: object) -> None:
+        """Mark a selected parent as just used (LRU order of the selection pools) once its
+        proposal is made, not before: a run stopped during the LLM call then resumes with the
+        same state, so it selects the same parent and sends the same (cached) request."""
+        if repair is None:
+            self.archive.touch(parent.id)
+
+    def _usage_note(self, k: int) -> str:
+        if not self.proposer.uses_llm:
+            return ""
+        return f" [dim](LLM: {self.archive.llm_usage(k)}; run total {self.archive.llm_usage()})[/]"
+
+    def _context(self, k: int, parent: Variant, files: dict[str, str], rng: random.Random) -> Context:
+        history = self.archive.all()
+        if not self.proposer.uses_llm:
+            return Context(self.seed, parent, files, history, rng, iteration=k,
+                           total=self.config.iterations or 0)
+        book = Notebook.from_archive(self.archive, self.seed.metric)
+        (self.dir / NOTEBOOK).write_text(book.markdown())
+        protected = self.workspace.read(self.workspace.head_of("v0000"), self.seed.protected)
+        return Context(self.seed, parent, files, history, rng, iteration=k,
+                       total=self.config.iterations or 0,
+                       notebook=book.render(self.config.notebook_tokens),
+                       lineage=tuple(self.archive.lineage(parent.id)), protected_files=protected)
+
+    def _repair_target(self) -> tuple[Variant, int] | None:
+        """The variant to repair next, and which attempt this is: the last variant, if it
+        failed when run, with at most `max_repairs` failures in a row along its lineage."""
+        if self.config.max_repairs <= 0 or not hasattr(self.proposer, "repair"):
+            return None
+        vs = self.archive.all()
+        last = vs[-1] if vs else None
+        if last is None or last.status != FAILED or last.parent_id is None or not last.commit:
+            return None
+        by_id = {v.id: v for v in vs}
+        depth, v = 0, last
+        while v is not None and v.status == FAILED:
+            depth += 1
+            v = by_id.get(v.parent_id) if v.parent_id is not None else None
+        return (last, depth) if depth <= self.config.max_repairs else None
 
     def _record(self, parent: Variant, k: int, p: Proposal, status: str, **kw: object) -> Variant:
         return self.archive.new_variant(parent.id, k, status=status, hypothesis=p.hypothesis,
                                         rationale=p.rationale, prediction=p.prediction,
-                                        proposer=p.proposer, **kw)
+                                        proposer=p.proposer, predicted=p.predicted, **kw)
 
     def _evaluate(self, v: Variant) -> None:
         self.archive.update(v.id, status=RUNNING)
@@ -297,6 +374,27 @@ class Run:
 
     def close(self) -> None:
         self.archive.close()
+
+
+def _make_proposer(config: RunConfig, seed: Seed, run_dir: Path, archive: Archive,
+                   console: Console) -> Proposer:
+    name = config.proposer or ("llm" if config.model else "offline")
+    if name != "llm":
+        return make_proposer(name)
+    if not config.model:
+        raise ScientistError("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or "
+                             "`model = ...` in the config file (e.g. gpt-4o, "
+                             "anthropic/claude-sonnet-4-5, openai/NAME with --api-base)")
+    settings = LLMSettings(model=config.model, api_base=config.api_base, api_key_env=config.api_key_env,
+                           temperature=config.temperature, max_output_tokens=config.max_output_tokens,
+                           timeout=config.llm_timeout, retries=config.llm_retries,
+                           backoff=config.llm_backoff, max_cost=config.max_cost,
+                           max_tokens=config.max_tokens, price_in=config.price_in,
+                           price_out=config.price_out)
+    client = LLMClient(settings, run_dir, spent=archive.llm_usage, record=archive.add_llm_call)
+    return make_proposer("llm", client=client, seed=seed, scale=seed.scale(config.scale),
+                         format_retries=config.format_retries,
+                         max_output_tokens=config.max_output_tokens)
 
 
 def _message(vid: int, parent: Variant, p: Proposal) -> str:
