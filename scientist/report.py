@@ -30,6 +30,7 @@ import git
 import jinja2
 
 from scientist.archive import Archive
+from scientist.notebook import measured_delta, reference
 from scientist.errors import ScientistError
 from scientist.latex import (MAX_DIFF_LINES, TEX_PACKAGES, Report, Tex, compile_tex, latex_escape,
                              tex_engine, verbatim_safe)
@@ -115,6 +116,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         top = archive.best(TOP_N)
         best = top[0] if top else None
         lineage = archive.lineage(best.id) if best else []
+        llm = _llm(archive, config)
     finally:
         archive.close()
     baseline = next((v for v in variants if v.parent_id is None), None)
@@ -134,6 +136,8 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "failures": _failures(variants),
         "rejections": _rejections(events, variants),
         "diff": _diff(run_dir / "repo", baseline, best),
+        "llm": llm,
+        "predictions": _predictions(variants, maximize),
     }
 
 
@@ -178,6 +182,53 @@ def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> di
         "wall": duration(wall),
         "written": datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def _llm(archive: Archive, cfg: dict) -> dict[str, Any] | None:
+    """Calls, tokens and cost of the run's LLM, or None if it made no calls."""
+    u = archive.llm_usage()
+    failed = len(archive.llm_errors())
+    if not u.calls and not failed:
+        return None
+    cost = f"{u.cost:.4f} USD" + (f" (and {plural(u.unpriced_calls, 'call')} of a model with no known "
+                                  "price, counted as 0)" if u.unpriced_calls else "")
+    return {"model": str(cfg.get("model") or "?"), "calls": u.calls, "cached": u.cached_calls,
+            "prompt_tokens": f"{u.prompt_tokens:,}", "completion_tokens": f"{u.completion_tokens:,}",
+            "cost": cost, "failed": failed,
+            "budget": ", ".join(x for x in (
+                f"{cfg['max_cost']:g} USD" if cfg.get("max_cost") is not None else "",
+                f"{cfg['max_tokens']:,} tokens" if cfg.get("max_tokens") is not None else "") if x)
+            or "none"}
+
+
+def _predictions(variants: list[Variant], maximize: bool) -> dict[str, Any] | None:
+    """Each evaluated variant's predicted change of fitness beside the measured one."""
+    by_id = {v.id: v for v in variants}
+    rows, pairs = [], []
+    for v in variants:
+        if v.predicted is None or v.parent_id is None:
+            continue
+        d = measured_delta(v, by_id)
+        ref = reference(v, by_id)
+        if d is not None:
+            pairs.append((v.predicted, d))
+        rows.append({"name": v.name, "against": ref.name if ref else "---", "predicted": signed(v.predicted),
+                     "measured": signed(d) if d is not None else Tex(f"--- ({v.status})"),
+                     "hypothesis": v.hypothesis})
+    if not rows:
+        return None
+    stats: dict[str, Any] = {"n": len(pairs)}
+    if pairs:
+        nonzero = [(p, m) for p, m in pairs if p != 0 and m != 0]
+        stats["sign"] = (f"{sum((p > 0) == (m > 0) for p, m in nonzero)} of {len(nonzero)}"
+                         if nonzero else "---")
+        stats["mae"] = Tex(f"${num(statistics.fmean(abs(p - m) for p, m in pairs))}$")
+        stats["mean_predicted"] = signed(statistics.fmean(p for p, _ in pairs))
+        stats["mean_measured"] = signed(statistics.fmean(m for _, m in pairs))
+        ps, ms = [p for p, _ in pairs], [m for _, m in pairs]
+        stats["corr"] = (Tex(f"${num(statistics.correlation(ps, ms))}$") if len(pairs) >= 3
+                         and len(set(ps)) > 1 and len(set(ms)) > 1 else Tex("---"))
+    return {"rows": rows, "stats": stats, "good": "positive" if maximize else "negative"}
 
 
 def _counts(variants: list[Variant]) -> list[tuple[str, int]]:

@@ -343,3 +343,72 @@ def test_the_sandbox_never_sees_the_key(toy, make_run, llm):
     err = (run.dir / "variants" / "v0001" / "seed-0" / "train.err").read_text()
     assert "PATH" in err  # the environment was printed
     assert_secret_nowhere(run.dir, SECRET, SECRET + "-ant")
+
+
+def test_the_report_shows_predictions_beside_outcomes_and_the_llm_bill(toy, make_run, llm):
+    from test_report import require_tex
+
+    from scientist.report import write_report
+
+    require_tex()
+    llm.queue(Reply(reply("Lower lr", block("train.py", TRAIN, TRAIN.replace("0.01", "0.001")),
+                          prediction="+0.2")))
+    run, _ = llm_run(make_run, toy, llm, iterations=3)
+    assert run.execute() == 0
+    rep = write_report(run.dir, compile_pdf=True)
+    tex = rep.tex.read_text()
+    assert "Predictions and outcomes" in tex
+    assert "the direction was right for 2 of 3" in tex  # lowering lr hurt, against its prediction
+    assert "gpt-4o-mini" in tex and "reply tokens" in tex
+    assert rep.pdf is not None and rep.pdf.read_bytes()[:5] == b"%PDF-"
+    assert_secret_nowhere(run.dir, SECRET)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_the_command_line_with_flags_env_and_config_file(toy, llm, runs_dir, scientist_cli, tmp_path,
+                                                         monkeypatch):
+    toy.set_scale(training_seeds=1)
+    common = ("--seed", str(toy.path), "--scale", "test", "--iterations", "1", "--no-report",
+              "--runs-dir", str(runs_dir))
+    # flags
+    p = scientist_cli("run", *common, "--run-id", "flags", "--model", "openai/gpt-4o-mini",
+                      "--api-base", llm.openai_base)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"llm proposer (LLM openai/gpt-4o-mini at {llm.openai_base})" in p.stdout
+    shown = scientist_cli("show", "flags", "--runs-dir", str(runs_dir)).stdout
+    assert "LLM: 1 call" in shown and "predicted Δ" in shown and "+1.5000" in shown
+    assert "LLM" in scientist_cli("runs", "--runs-dir", str(runs_dir)).stdout
+    # the environment; a config file's model is overridden by it, and a flag by nothing
+    cfg = tmp_path / "lab.toml"
+    cfg.write_text('[run]\nmodel = "openai/from-the-file"\nmax_repairs = 1\n')
+    monkeypatch.setenv("SCIENTIST_MODEL", "openai/gpt-4o-mini")
+    monkeypatch.setenv("SCIENTIST_API_BASE", llm.openai_base)
+    p = scientist_cli("run", *common, "--run-id", "env", "--config", str(cfg))
+    assert p.returncode == 0, p.stdout + p.stderr
+    saved = json.loads((runs_dir / "env" / "config.json").read_text())
+    assert saved["model"] == "openai/gpt-4o-mini" and saved["max_repairs"] == 1
+    assert saved["proposer"] == "llm" and SECRET not in json.dumps(saved)
+    assert llm.requests[-1].body["model"] == "gpt-4o-mini"
+
+
+def test_a_failing_provider_on_the_command_line_is_a_message_not_a_traceback(toy, llm, runs_dir,
+                                                                              scientist_cli):
+    toy.set_scale(training_seeds=1)
+    llm.queue(*[Status(500, "down")] * 10)
+    cfg = toy.path.parent / "fast.toml"
+    cfg.write_text("llm_backoff = 0.01\nllm_retries = 1\n")
+    p = scientist_cli("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "1",
+                      "--no-report", "--runs-dir", str(runs_dir), "--run-id", "r", "--config", str(cfg),
+                      "--model", "openai/gpt-4o-mini", "--api-base", llm.openai_base)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stdout + p.stderr
+    assert "kept failing" in p.stdout and "scientist resume r" in p.stdout
+
+
+def test_an_llm_proposer_without_a_model_is_a_usage_error(toy, runs_dir, scientist_cli):
+    p = scientist_cli("run", "--seed", str(toy.path), "--scale", "test", "--proposer", "llm",
+                      "--runs-dir", str(runs_dir))
+    assert p.returncode == 2 and "needs a model" in p.stdout
+    assert not any(runs_dir.iterdir())  # no run folder was left behind
