@@ -224,7 +224,8 @@ class LLMClient:
         import litellm
 
         s = self.settings
-        kwargs: dict[str, Any] = dict(req, timeout=s.timeout, num_retries=0, max_retries=0)
+        # drop_params: a model that refuses a setting (reasoning models and temperature) still answers
+        kwargs: dict[str, Any] = dict(req, timeout=s.timeout, num_retries=0, max_retries=0, drop_params=True)
         if s.api_base:
             kwargs["api_base"] = s.api_base
         key = self._api_key()
