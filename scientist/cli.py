@@ -20,6 +20,7 @@ from scientist.config import DEFAULT_RUNS_DIR, RunConfig, load_config_file, pars
 from scientist.console import hms, shorten
 from scientist.errors import ScientistError
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
+from scientist.sandbox import check_config
 
 console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
 
@@ -153,10 +154,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         "seed", "scale", "iterations", "time_budget", "selection", "proposer", "sandbox",
         "approve", "workers", "rng_seed", "run_id", "report", "runs_dir", "gpus",
         "gpus_per_step")})
-    if cfg.sandbox == "docker":  # before the run folder exists: say now what is missing
-        from scientist.docker_sandbox import preflight
-
-        preflight()
+    check_config(cfg)  # before the run folder exists: say now what is missing
     return _execute(Run.create(cfg, console))
 
 

@@ -308,16 +308,28 @@ def make_sandbox(name: str, **kwargs: object) -> Sandbox:
     return SANDBOXES[name](**kwargs)
 
 
-def sandbox_for(config: object, label: str) -> Sandbox:
-    """The sandbox a run's configuration asks for (GPUs only in Docker containers)."""
+def check_config(config: object) -> None:
+    """Say what is wrong with a run's sandbox settings before its run folder is made:
+    an unknown sandbox, GPUs without Docker, no Docker daemon or no current image."""
     name = getattr(config, "sandbox", "local")
     gpus = getattr(config, "gpus", "") or ""
     if name not in SANDBOXES:
         raise ScientistError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)}")
-    if name != "docker":
-        if gpus:
-            raise ScientistError(f"--gpus needs --sandbox docker (the {name} sandbox does not "
+    if gpus and name != "docker":
+        raise ScientistError(f"--gpus needs --sandbox docker (the {name} sandbox does not "
                              "assign GPUs)")
+    if name == "docker":
+        from scientist.docker_sandbox import gpu_groups, preflight
+
+        gpu_groups(gpus, getattr(config, "gpus_per_step", 1))
+        preflight()
+
+
+def sandbox_for(config: object, label: str) -> Sandbox:
+    """The sandbox a run's configuration asks for (GPUs only in Docker containers)."""
+    name = getattr(config, "sandbox", "local")
+    if name != "docker":
+        check_config(config)
         return make_sandbox(name, label=label)
-    return make_sandbox(name, label=label, gpus=gpus,
+    return make_sandbox(name, label=label, gpus=getattr(config, "gpus", "") or "",
                         gpus_per_step=getattr(config, "gpus_per_step", 1))

@@ -74,11 +74,15 @@ def test_gpu_pool_gives_each_step_its_own_group():
     assert got == [a]
 
 
-def test_gpus_need_the_docker_sandbox():
+def test_gpus_need_the_docker_sandbox(scientist_cli, toy, tmp_path):
     from scientist.sandbox import sandbox_for
 
     with pytest.raises(ScientistError, match="--gpus needs --sandbox docker"):
         sandbox_for(RunConfig(gpus="0"), "label")
+    p = scientist_cli("run", "--seed", str(toy.path), "--scale", "test", "--gpus", "0",
+                      "--runs-dir", str(tmp_path / "runs"))
+    assert p.returncode == 2 and "--gpus needs --sandbox docker" in p.stdout
+    assert not list((tmp_path / "runs").glob("*"))  # refused before a run folder was made
 
 
 def test_image_tag_follows_its_inputs(tmp_path):
@@ -371,3 +375,18 @@ def test_doctor_and_an_up_to_date_build(docker_client, scientist_cli, monkeypatc
     assert f"LLM: configured: {env_model}" in p.stdout
     p = scientist_cli("sandbox", "build")  # current already: nothing downloaded or built
     assert p.returncode == 0 and "is up to date" in p.stdout, p.stdout + p.stderr
+
+
+def test_an_image_is_stale_once_a_seed_needs_more(docker_client, tmp_path):
+    from scientist.image import status
+
+    seeds = tmp_path / "seeds"
+    for req in sorted((ROOT / "seeds").glob("*/requirements.txt")):
+        (seeds / req.parent.name).mkdir(parents=True)
+        (seeds / req.parent.name / "requirements.txt").write_text(req.read_text())
+    assert status(docker_client, seeds).current
+    (seeds / "new").mkdir()
+    (seeds / "new" / "requirements.txt").write_text("gymnasium\n")
+    st = status(docker_client, seeds)
+    assert st.present and not st.current
+    assert "is stale" in st.describe() and "scientist sandbox build" in st.describe()
