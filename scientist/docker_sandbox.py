@@ -282,13 +282,20 @@ class DockerSandbox:
 
     # --- cleanup ------------------------------------------------------------------------
     def kill_all(self) -> None:
-        """Remove every container of this sandbox still running (Ctrl-C, shutdown)."""
+        """Remove every container of this run still there (Ctrl-C, shutdown): those this
+        sandbox started, found by the run's label too, so that one created while the
+        interrupt arrived (before it was registered) goes as well."""
         with self._lock:
-            ids = list(self._running)
+            ids = set(self._running)
+        try:
+            ids |= {c.id for c in self.docker.containers.list(
+                all=True, filters={"label": f"{LABEL_RUN}={self.label}"})}
+        except Exception:  # the daemon went away: remove what we know of, if we can
+            pass
         for cid in ids:
             try:
                 self._remove(cid)
-            except Exception:  # the daemon went away: nothing more to do from here
+            except Exception:
                 pass
 
     def kill_leftovers(self) -> int:

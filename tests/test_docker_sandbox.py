@@ -161,7 +161,8 @@ def test_a_seed_trains_and_evaluates_in_containers(docker_client, toy_with_data,
     ws = Workspace.create(tmp_path / "repo", seed)
     root = ws.head_of("v0000")
     sb = DockerSandbox(label="test-" + os.urandom(6).hex())
-    r = Evaluator(seed, seed.scale("test"), ws, sb, root).evaluate(root, tmp_path / "v0")
+    # two training seeds in two containers at once
+    r = Evaluator(seed, seed.scale("test"), ws, sb, root, workers=2).evaluate(root, tmp_path / "v0")
     assert r.ok, r.seeds
     assert -10 < r.mean < 0
     for s in r.seeds:
