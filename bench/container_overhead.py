@@ -20,9 +20,37 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from scientist.sandbox import LocalSandbox, Step, format_command
+
+
+PHASES: dict[str, list[float]] = defaultdict(list)
+
+
+def time_docker_phases() -> None:
+    """Time each Docker API call the sandbox makes (create, start, wait, ..., remove)."""
+    from docker.api.client import APIClient
+    from docker.models.containers import Container, ContainerCollection
+
+    def wrap(owner, name, label):
+        fn = getattr(owner, name)
+
+        def timed(*a, **kw):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                PHASES[label].append(time.perf_counter() - t)
+        setattr(owner, name, timed)
+
+    wrap(ContainerCollection, "create", "create")
+    wrap(Container, "start", "start")
+    wrap(Container, "wait", "wait (step runs)")
+    wrap(Container, "reload", "inspect")
+    wrap(Container, "logs", "logs")
+    wrap(APIClient, "remove_container", "remove")
 
 
 def measure(sandbox, n: int, folder: Path) -> list[float]:
@@ -52,6 +80,7 @@ def main() -> None:
         from scientist.docker_sandbox import DockerSandbox
 
         boxes.append(DockerSandbox(label="bench-container-overhead"))
+        time_docker_phases()
     print(f"trivial step (`python -c pass`), {a.n} runs each, start to removal, seconds")
     print(f"{'sandbox':8} {'median':>8} {'mean':>8} {'min':>8} {'max':>8}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,9 +89,12 @@ def main() -> None:
             box_dir.mkdir(mode=0o755)
             (box_dir / "warm").mkdir(mode=0o755)
             measure(box, 2, box_dir / "warm")  # warm-up: first reads of the image and caches
+            PHASES.clear()
             t = measure(box, a.n, box_dir)
             print(f"{box.name:8} {statistics.median(t):8.3f} {statistics.mean(t):8.3f} "
                   f"{min(t):8.3f} {max(t):8.3f}")
+            for label, xs in PHASES.items():  # Docker: seconds per step in each API call
+                print(f"  {label:18} {sum(xs) / a.n:8.3f} per step ({len(xs) / a.n:.0f} calls)")
 
 
 if __name__ == "__main__":

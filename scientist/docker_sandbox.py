@@ -145,8 +145,8 @@ class DockerSandbox:
     def run(self, step: Step) -> StepOutcome:
         import docker.errors
 
+        group = self.gpus.acquire() if self.gpus else None  # waiting for GPUs is not the step's time
         start = time.monotonic()
-        group = self.gpus.acquire() if self.gpus else None
         container = None
         try:
             uid, gid = self._user()
