@@ -1,4 +1,4 @@
-"""Command line: `scientist run | resume | runs | show | report`."""
+"""Command line: `scientist run | resume | runs | show | report | sandbox build | doctor`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from scientist.errors import ScientistError
 from scientist.llm import short_count
 from scientist.notebook import measured_delta
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
+from scientist.sandbox import check_config
 
 console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
 
@@ -60,7 +61,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--temperature", type=float, help="LLM sampling temperature (default 0.7)")
     r.add_argument("--max-repairs", type=int,
                    help="repair attempts in a row for a variant that crashed or timed out (default 2)")
-    r.add_argument("--sandbox", help="where variants run (default: local)")
+    r.add_argument("--sandbox", choices=["local", "docker"],
+                   help="where variants run: local subprocesses (default) or docker containers")
+    r.add_argument("--gpus", help="docker sandbox: GPU ids for the steps, e.g. 0,1 (default: CPU)")
+    r.add_argument("--gpus-per-step", type=int,
+                   help="docker sandbox: GPUs per running step (default 1)")
     r.add_argument("--workers", type=int, help="training seeds run in parallel")
     r.add_argument("--rng-seed", type=int, help="seed of the run's own random choices")
     r.add_argument("--no-report", dest="report", action="store_const", const=False,
@@ -87,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-pdf", action="store_true", help="write report.tex only")
     rep.set_defaults(func=cmd_report)
 
+    _sandbox_parsers(sub)
     for q in (r, s, ls, sh, rep):
         q.add_argument("--runs-dir", default=None,
                        help=f"folder of run folders (default: {DEFAULT_RUNS_DIR})")
@@ -165,7 +171,9 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg = cfg.merged({k: getattr(a, k) for k in (
         "seed", "scale", "iterations", "time_budget", "selection", "proposer", "sandbox",
         "approve", "workers", "rng_seed", "run_id", "report", "runs_dir", "model", "api_base",
-        "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens")})
+        "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens", "gpus",
+        "gpus_per_step")})
+    check_config(cfg)  # before the run folder exists: say now what is missing
     return _execute(Run.create(cfg, console))
 
 
@@ -329,6 +337,44 @@ def cmd_report(a: argparse.Namespace) -> int:
     run_dir = resolve_run(a.run, a.runs_dir)
     rep = write_report(run_dir, compile_pdf=False if a.no_pdf else None)
     console.print(f"wrote {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else f" (no PDF: {rep.message})"))
+    return 0
+
+
+def _sandbox_parsers(sub: argparse._SubParsersAction) -> None:
+    sb = sub.add_parser("sandbox", help="the Docker sandbox's image")
+    sbsub = sb.add_subparsers(required=True, metavar="ACTION")
+    b = sbsub.add_parser("build", help="build the image (offline: wheels are downloaded on "
+                                       "the host); does nothing if it is current")
+    b.add_argument("--base", help="base image: a CUDA PyTorch image for GPUs, default "
+                                  "python:3.11-slim-bookworm or the previous build's base")
+    b.add_argument("--torch", choices=["pin", "base"],
+                   help="torch from sandbox/constraints.txt (pin) or from the base image "
+                        "(base; default for pytorch/* bases)")
+    b.add_argument("--wheels", help="folder of wheels to use instead of downloading them")
+    b.add_argument("--python-version", help="the base image's Python (e.g. 3.12) when it "
+                                            "differs from the host's")
+    b.add_argument("--force", action="store_true", help="rebuild even if the image is current")
+    b.set_defaults(func=cmd_sandbox_build)
+    d = sub.add_parser("doctor", help="check Docker, the sandbox image, GPUs, TeX and the LLM")
+    d.add_argument("--config", help="TOML file with run settings (for the configured LLM)")
+    d.set_defaults(func=cmd_doctor)
+
+
+def cmd_sandbox_build(a: argparse.Namespace) -> int:
+    from scientist.image import build, client
+
+    build(client(), base=a.base, torch=a.torch, wheels=Path(a.wheels) if a.wheels else None,
+          python_version=a.python_version, force=a.force, log=console.print)
+    return 0
+
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from scientist.doctor import checks
+
+    cfg = RunConfig().merged(load_config_file(a.config)) if a.config else RunConfig()
+    style = {"ok": "green", "missing": "red", "info": "yellow"}
+    for c in checks(cfg):
+        console.print(f"[{style[c.state]}]{c.state:>7}[/]  {c.name}: {c.detail}")
     return 0
 
 

@@ -81,7 +81,8 @@ class RunConfig:
     notebook_tokens: int = 3000
     """Token budget of the lab notebook in the prompt; older entries are summarised."""
     sandbox: str = "local"
-    """Where variants run: `local` (subprocesses with time and memory limits)."""
+    """Where variants run: `local` (subprocesses with time and memory limits) or `docker`
+    (a fresh locked-down container per step; build its image with `scientist sandbox build`)."""
     approve: bool = False
     """Ask a human in the terminal before each variant runs."""
     workers: int | None = None
@@ -94,6 +95,11 @@ class RunConfig:
     """Name of the run folder; default: a timestamp and the seed's name."""
     report: bool = True
     """Write (and compile, if TeX is installed) the report when the run ends."""
+    gpus: str = ""
+    """Docker sandbox: GPU device ids to use, e.g. `0,1` (empty: CPU only)."""
+    gpus_per_step: int = 1
+    """Docker sandbox: GPUs each running step gets; the `gpus` list is split into groups of
+    this size, one group per concurrently running step."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -118,7 +118,8 @@ class Evaluator:
         return Step(kind=kind, command=format_command(template, **values), cwd=work, out=out,
                     stdout=d / f"{kind}.out", stderr=d / f"{kind}.err",
                     timeout=self.scale.timeout, memory_mb=self.scale.memory_mb, env=env,
-                    threads=self.threads)
+                    threads=self.threads,
+                    outputs=(Path(values["metrics"]),) if kind == "evaluate" else ())
 
 
 def read_metrics(path: Path, metric: str) -> tuple[dict[str, float], str]:

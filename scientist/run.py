@@ -32,7 +32,7 @@ from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
 from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
 from scientist.notebook import Notebook
 from scientist.proposer import Context, Proposer, make_proposer
-from scientist.sandbox import Sandbox, make_sandbox
+from scientist.sandbox import Sandbox, sandbox_for
 from scientist.seed import MANIFEST, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
 from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
@@ -131,7 +131,7 @@ class Run:
         # can find what a killed orchestrator left behind
         label = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
         return cls(run_dir, config, seed, archive, Workspace(run_dir / REPO),
-                   make_sandbox(config.sandbox, label=label), proposer, policy, gate, console)
+                   sandbox_for(config, label), proposer, policy, gate, console)
 
     # --- the loop -----------------------------------------------------------------------
     def banner(self) -> str:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from scientist.errors import ScientistError
+
 # Variables a step may inherit from the host. Everything else (API keys, tokens, cloud
 # credentials, SSH agents, ...) is withheld.
 ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "CUDA_VISIBLE_DEVICES",
@@ -51,6 +53,7 @@ class Step:
     memory_mb: int
     env: Mapping[str, str] = field(default_factory=dict)
     threads: int = 1
+    outputs: tuple[Path, ...] = ()  # files outside `out` the step writes (evaluate: metrics)
 
 
 @dataclass(frozen=True)
@@ -290,11 +293,43 @@ def format_command(template: str, **values: object) -> str:
     return template.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
 
 
-SANDBOXES = {"local": LocalSandbox}
+def _docker(**kwargs: object) -> Sandbox:
+    from scientist.docker_sandbox import DockerSandbox  # imports the docker SDK: only when used
+
+    return DockerSandbox(**kwargs)
+
+
+SANDBOXES = {"local": LocalSandbox, "docker": _docker}
 
 
 def make_sandbox(name: str, **kwargs: object) -> Sandbox:
     if name not in SANDBOXES:
-        raise ValueError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)} "
-                         "(the Docker sandbox is not built yet)")
+        raise ValueError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)}")
     return SANDBOXES[name](**kwargs)
+
+
+def check_config(config: object) -> None:
+    """Say what is wrong with a run's sandbox settings before its run folder is made:
+    an unknown sandbox, GPUs without Docker, no Docker daemon or no current image."""
+    name = getattr(config, "sandbox", "local")
+    gpus = getattr(config, "gpus", "") or ""
+    if name not in SANDBOXES:
+        raise ScientistError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)}")
+    if gpus and name != "docker":
+        raise ScientistError(f"--gpus needs --sandbox docker (the {name} sandbox does not "
+                             "assign GPUs)")
+    if name == "docker":
+        from scientist.docker_sandbox import gpu_groups, preflight
+
+        gpu_groups(gpus, getattr(config, "gpus_per_step", 1))
+        preflight()
+
+
+def sandbox_for(config: object, label: str) -> Sandbox:
+    """The sandbox a run's configuration asks for (GPUs only in Docker containers)."""
+    name = getattr(config, "sandbox", "local")
+    if name != "docker":
+        check_config(config)
+        return make_sandbox(name, label=label)
+    return make_sandbox(name, label=label, gpus=getattr(config, "gpus", "") or "",
+                        gpus_per_step=getattr(config, "gpus_per_step", 1))
