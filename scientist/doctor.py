@@ -82,8 +82,22 @@ def _tex() -> Check:
 
 
 def _llm(config: object | None) -> Check:
+    """The LLM the next run would use: the model, where it is served, and whether a key is set
+    (by the variable's name; a key's value is never printed)."""
+    from scientist.llm import _provider_key_env
+
     model = getattr(config, "model", None) or os.environ.get("SCIENTIST_MODEL")
-    if model:
-        return Check("LLM", OK, f"configured: {model}")
-    return Check("LLM", INFO, "none configured: the offline proposer is used (set --model or "
-                              "SCIENTIST_MODEL for an LLM proposer)")
+    if not model:
+        return Check("LLM", INFO, "none configured: the offline proposer is used (set --model or "
+                                  "SCIENTIST_MODEL for an LLM proposer)")
+    base = getattr(config, "api_base", None) or os.environ.get("SCIENTIST_API_BASE")
+    names = [n for n in (getattr(config, "api_key_env", None), "SCIENTIST_API_KEY",
+                         _provider_key_env(model)) if n]
+    found = next((n for n in names if os.environ.get(n)), None)
+    where = f" at {base}" if base else ""
+    if found:
+        return Check("LLM", OK, f"configured: {model}{where}; key from ${found}")
+    if base:
+        return Check("LLM", OK, f"configured: {model}{where}; no key set (fine for a local server)")
+    return Check("LLM", INFO, f"configured: {model}, but none of {', '.join('$' + n for n in names)} "
+                              "is set: calls will be refused")
