@@ -102,9 +102,9 @@ def evaluate(out: Path, scale: str, seed: int, device) -> dict:
         metrics[f"hc_{task}_sigma"] = HC_SIGMAS[scale][j]
         print(f"{task}: fme {metrics[f'{task}_score']:.3f}  hill climbing {metrics[f'hc_{task}_score']:.3f} "
               f"(sigma {HC_SIGMAS[scale][j]})  {time.time() - start:.0f}s", flush=True)
-    for prefix in ("", "hc_"):
-        metrics[f"{prefix}fme_score" if not prefix else "hc_score"] = sum(
-            metrics[f"{prefix}{task}_score"] / tasks.MAX_SCORE[task] for task in tasks.TASKS) / len(tasks.TASKS)
+    for prefix, key in (("", "fme_score"), ("hc_", "hc_score")):
+        normalised = [metrics[f"{prefix}{task}_score"] / tasks.MAX_SCORE[task] for task in tasks.TASKS]
+        metrics[key] = sum(normalised) / len(normalised)
     metrics["eval_seconds"] = time.time() - start
     return metrics
 

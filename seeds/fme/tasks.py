@@ -118,7 +118,8 @@ def execute(step_fn, state, task: str, steps: int, seed: int, device="cpu"):
     episodes = np.ones(batch)  # episodes started (the first one at reset)
     ones = torch.ones(batch, 1, device=device)
     for t in range(steps):
-        x = torch.cat([torch.from_numpy(obs).to(device), torch.from_numpy(prev_r).to(device)[:, None], ones], 1)
+        r = torch.from_numpy(prev_r).to(device)[:, None]
+        x = torch.cat([torch.from_numpy(obs).to(device), r, ones], 1)  # (B, input_size)
         state, logits = step_fn(state, x)
         logits = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)
         if logits.shape != (batch, NUM_ACTIONS[task]):

@@ -118,9 +118,9 @@ def evaluate(out, scale, seed, device):
         for prefix, reg in results.items():
             metrics[f"{prefix}regret_{name}"] = float(reg.mean())
         metrics[f"regret_{name}_se"] = float(r.std() / math.sqrt(len(r)))
-        print(f"{name:16s} regret: symla {metrics[f'regret_{name}']:6.2f}  lstm {metrics[f'lstm_regret_{name}']:6.2f}"
-              f"  thompson {metrics[f'ts_regret_{name}']:6.2f}  random {metrics[f'random_regret_{name}']:6.2f}",
-              flush=True)
+        row = "  ".join(f"{label} {metrics[f'{prefix}regret_{name}']:6.2f}" for label, prefix in
+                        (("symla", ""), ("lstm", "lstm_"), ("thompson", "ts_"), ("random", "random_")))
+        print(f"{name:16s} regret: {row}", flush=True)
     for prefix in ("", "lstm_", "ts_", "random_"):
         held = [metrics[f"{prefix}regret_arms{k}"] for k in HELDOUT_ARMS]
         metrics[f"{prefix}neg_regret"] = -sum(held) / len(held)
