@@ -71,14 +71,16 @@ class LSTMAgent:
         return {**s, "h": h, "c": c}, logits[..., :K]
 
 
-def es_train(agent, theta, train_arms, steps, pop, lifetimes, sigma, lr, gen, log_every=0, name=""):
+def es_train(agent, theta, train_arms, steps, pop, lifetimes, sigma, lr, gen, log_every=0, name="",
+             device="cpu"):
     """Antithetic ES (App. C.4) with Adam on the mean lifetime reward; returns the final theta."""
-    opt = torch.optim.Adam([theta.requires_grad_()], lr=lr)
+    theta = theta.to(device).requires_grad_()
+    opt = torch.optim.Adam([theta], lr=lr)
     for step in range(1, steps + 1):
-        eps = torch.randn(pop // 2, theta.numel(), generator=gen)
+        eps = torch.randn(pop // 2, theta.numel(), generator=gen).to(device)
         members = torch.cat([theta.detach() + sigma * eps, theta.detach() - sigma * eps])  # (P, D)
         arms = train_arms[int(torch.randint(len(train_arms), (1,), generator=gen))]
-        probs = bandits.independent((pop // 2, lifetimes), arms, gen).repeat(2, 1, 1)  # pairs share bandits
+        probs = bandits.independent((pop // 2, lifetimes), arms, gen).repeat(2, 1, 1).to(device)
         state = agent.init_state(members, lifetimes, 1, arms, gen)
         rewards, regret = bandits.run_lifetimes(agent.step, state, probs, gen, paired=True)
         fit = rewards.mean((1, 2))  # (P,) mean reward per pull
@@ -88,4 +90,4 @@ def es_train(agent, theta, train_arms, steps, pop, lifetimes, sigma, lr, gen, lo
         if log_every and step % log_every == 0:
             print(f"{name} step {step:5d} arms {arms:2d} mean reward {fit.mean():.3f} "
                   f"regret {regret.mean():.2f}", flush=True)
-    return theta.detach()
+    return theta.detach().cpu()

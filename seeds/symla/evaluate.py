@@ -103,7 +103,8 @@ def evaluate(out, scale, seed, device):
     es = BASELINE_ES[scale]
     lstm_theta = baseline.es_train(lstm, lstm.init_params(gen), TRAIN_ARMS, es["steps"], es["pop"],
                                    es["lifetimes"], BASELINE_SIGMA, BASELINE_LR, gen,
-                                   log_every=max(es["steps"] // 10, 1), name="lstm baseline")
+                                   log_every=max(es["steps"] // 10, 1), name="lstm baseline",
+                                   device=device)
     metrics = {"symla_params": agent.num_params(), "lstm_params": lstm.num_params(),
                "baseline_train_s": time.time() - start}
     for i, (name, probs) in enumerate(configurations(scale).items()):
