@@ -1,0 +1,136 @@
+"""Score the solutions FME left after its fixed budget, on held-out environment seeds, beside hill climbing.
+
+    python evaluate.py --scale smoke --seed 0 --out OUTDIR --metrics METRICS.json
+
+PROTECTED: the framework restores this file before evaluation. For each task, the final buffer
+written by train.py (solutions and their training fitness) is sampled EVAL_EXECUTIONS times with
+the thesis's fitness-monotonic selection (hillclimb.Selection: 100 buckets, base e^20), i.e.
+the solutions FME would execute next, and each is executed for L steps (self-modifying as it
+acts, through the variant's srwm.py) on environment seeds from [2^30, 2^31), which training
+never uses. The task score is the mean score of those executions (average reward per step for
+the bandits, average episode return for CartPole, see tasks.py); `best_*` executes the single
+solution of highest training fitness on the same seeds.
+
+The fitness `fme_score` is the mean over the three tasks of score / best possible score.
+The hill-climbing baseline (hillclimb.py) gets the same budget of executions of the same
+length and the same selection; its sigma is tuned on a grid on training seeds; its final buffer
+is scored by exactly the same protocol, giving `hc_*` and `hc_score`.
+"""
+
+import argparse
+import importlib
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import hillclimb
+import tasks
+
+EVAL_EXECUTIONS = {"test": 16, "smoke": 256, "full": 1024}
+HC_SIGMAS = {"test": [0.1], "smoke": [0.03, 0.1, 0.3], "full": [0.01, 0.03, 0.1, 0.3, 1.0]}
+HC_PARALLEL = {"test": 8, "smoke": 64, "full": 256}
+EVAL_SEED = 20221122  # selection randomness of the evaluator; fixed for every variant
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+def load(out: Path) -> dict:
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        raise EvalError(f"no checkpoint at {path}: run train.py --out {out} first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # data only, no pickled code
+    except Exception as e:
+        raise EvalError(f"cannot read {path}: {e}") from e
+    if set(ckpt.get("tasks", {})) != set(tasks.TASKS):
+        raise EvalError(f"{path} must hold solutions for the tasks {tasks.TASKS}")
+    return ckpt
+
+
+def heldout_scores(step_fn, weights, fitness, task, scale, device, seed_offset):
+    """Scores (EVAL_EXECUTIONS,) of solutions drawn by the selection, and of the best one."""
+    n = EVAL_EXECUTIONS[scale]
+    L = tasks.BUDGET[scale]["L"]
+    sel = hillclimb.Selection(weights, fitness)
+    idx = sel.sample(n, torch.Generator().manual_seed(EVAL_SEED))
+    seed = tasks.HELDOUT_SEED_BASE + seed_offset
+    _, drawn = tasks.execute(step_fn, [w[idx].to(device) for w in weights], task, L, seed, device)
+    best = torch.full((n,), int(fitness.argmax()))
+    _, top = tasks.execute(step_fn, [w[best].to(device) for w in weights], task, L, seed, device)
+    return drawn, top
+
+
+def evaluate(out: Path, scale: str, seed: int, device) -> dict:
+    start = time.time()
+    ckpt = load(out)
+    try:
+        srwm = importlib.import_module("srwm")  # the variant's network, next to this script
+    except Exception as e:
+        raise EvalError(f"cannot import srwm.py: {e!r}") from e
+    budget = tasks.BUDGET[scale]
+    metrics = {}
+    for t, task in enumerate(tasks.TASKS):
+        entry = ckpt["tasks"][task]
+        if entry["executions"] > budget["executions"]:
+            raise EvalError(f"{task}: {entry['executions']} executions exceed the budget {budget}")
+        weights, fitness = [w.float() for w in entry["weights"]], entry["fitness"].float()
+        if not all(w.shape[0] == len(fitness) for w in weights) or len(fitness) == 0:
+            raise EvalError(f"{task}: solutions and fitness of different lengths")
+        try:
+            net = srwm.SRWMNet(**entry["model_kwargs"])
+            drawn, top = heldout_scores(net.step, weights, fitness, task, scale, device, 1000 * t)
+        except (RuntimeError, ValueError, TypeError) as e:
+            raise EvalError(f"{task}: executing the solutions failed: {e!r}") from e
+        metrics[f"{task}_score"] = float(drawn.mean())
+        metrics[f"{task}_score_se"] = float(drawn.std() / math.sqrt(len(drawn)))
+        metrics[f"{task}_best_score"] = float(top.mean())
+        metrics[f"{task}_buffer_size"] = len(fitness)
+        # baseline: hill climbing, same budget, same selection, sigma tuned on training seeds
+        runs = hillclimb.hill_climb(task, HC_SIGMAS[scale], budget, HC_PARALLEL[scale], seed, device)
+        j = max(range(len(runs)), key=lambda i: runs[i][1])
+        sel = runs[j][0]
+        hc_drawn, hc_top = heldout_scores(hillclimb.mlp_step, sel.w, sel.f, task, scale, device, 1000 * t)
+        metrics[f"hc_{task}_score"] = float(hc_drawn.mean())
+        metrics[f"hc_{task}_score_se"] = float(hc_drawn.std() / math.sqrt(len(hc_drawn)))
+        metrics[f"hc_{task}_best_score"] = float(hc_top.mean())
+        metrics[f"hc_{task}_sigma"] = HC_SIGMAS[scale][j]
+        print(f"{task}: fme {metrics[f'{task}_score']:.3f}  hill climbing {metrics[f'hc_{task}_score']:.3f} "
+              f"(sigma {HC_SIGMAS[scale][j]})  {time.time() - start:.0f}s", flush=True)
+    for prefix, key in (("", "fme_score"), ("hc_", "hc_score")):
+        normalised = [metrics[f"{prefix}{task}_score"] / tasks.MAX_SCORE[task] for task in tasks.TASKS]
+        metrics[key] = sum(normalised) / len(normalised)
+    metrics["eval_seconds"] = time.time() - start
+    return metrics
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scale", choices=sorted(EVAL_EXECUTIONS), default="smoke")
+    p.add_argument("--seed", type=int, default=0, help="training seed (also seeds the baseline's run)")
+    p.add_argument("--out", type=Path, required=True, help="folder with checkpoint.pt")
+    p.add_argument("--metrics", type=Path, required=True, help="where to write the metrics JSON")
+    p.add_argument("--device", default="auto", help="auto = cuda if available, else cpu")
+    cli = p.parse_args()
+    torch.set_num_threads(1)
+    device = cli.device if cli.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        metrics = evaluate(cli.out, cli.scale, cli.seed, torch.device(device))
+    except EvalError as e:
+        print(f"evaluate.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if not all(math.isfinite(v) for v in metrics.values()):
+        print(f"evaluate.py: error: non-finite metrics {metrics}", file=sys.stderr)
+        sys.exit(1)
+    cli.metrics.parent.mkdir(parents=True, exist_ok=True)
+    cli.metrics.write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    print(json.dumps(metrics, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

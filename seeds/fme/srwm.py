@@ -1,0 +1,68 @@
+"""Self-referential weight matrix (SRWM) layers, stacked: the solutions that FME executes.
+
+Thesis sec. 7.3 (outer-product architecture adapted from Irie et al. 2021). A layer with input
+size I and output size O holds ONE matrix W in R^{(O + 2I + 4) x I}; it is all there is, no
+slow weights. Each step, on input x_t:
+
+    y_t, k_t, q_t, beta_t = W_{t-1} psi(x_t)                                   (7.1)
+    vbar_t = W_{t-1} psi(k_t)                                                   (7.2)
+    v_t    = W_{t-1} psi(q_t)                                                   (7.3)
+    W_t    = W_{t-1} + sigma(beta_t) (psi(v_t) - psi(vbar_t)) (x) psi(k_t)      (7.4)
+
+psi = tanh, sigma = sigmoid, (x) = outer product. beta_t in R^4 holds one learning rate per
+block of W's rows: the rows producing y, k, q and beta. The layer's output y_t is the next
+layer's input (the next layer applies psi); the last layer's y_t are the action logits.
+
+A *solution* phi is the list of the layers' matrices; executing it changes it (self-
+modification). Everything is batched over B solutions: W has shape (B, O + 2I + 4, I).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class SRWMNet:
+    """A stack of self-referential layers of the given sizes [input, hidden..., actions]."""
+
+    def __init__(self, sizes, init_scale: float = 1.0):
+        self.sizes = list(sizes)
+        self.init_scale = init_scale
+
+    def rows(self, i: int) -> int:
+        return self.sizes[i + 1] + 2 * self.sizes[i] + 4
+
+    def init_solutions(self, count: int, gen: torch.Generator, device="cpu") -> list[torch.Tensor]:
+        """Random solutions: truncated normal (at 2 std), std init_scale / sqrt(I) (App. E.1)."""
+        out = []
+        for i in range(len(self.sizes) - 1):
+            std = self.init_scale / math.sqrt(self.sizes[i])
+            w = torch.randn(count, self.rows(i), self.sizes[i], generator=gen)
+            while (bad := w.abs() > 2).any():  # resample outside +-2 std
+                w[bad] = torch.randn(int(bad.sum()), generator=gen)
+            out.append((w * std).to(device))
+        return out
+
+    def layer_step(self, w: torch.Tensor, x: torch.Tensor, out_size: int):
+        """One SRWM layer on x (B, I) with W (B, O+2I+4, I): returns (new W, y (B, O))."""
+        inp = w.shape[2]
+        z = torch.einsum("bri,bi->br", w, torch.tanh(x))  # (7.1)
+        y, k, q, beta = torch.split(z, [out_size, inp, inp, 4], dim=1)
+        kk = torch.tanh(k)
+        vbar = torch.einsum("bri,bi->br", w, kk)  # (7.2)
+        v = torch.einsum("bri,bi->br", w, torch.tanh(q))  # (7.3)
+        lr = torch.sigmoid(beta).repeat_interleave(  # per-block learning rate, one per row
+            torch.tensor([out_size, inp, inp, 4], device=w.device), dim=1)
+        delta = (lr * (torch.tanh(v) - torch.tanh(vbar)))[:, :, None] * kk[:, None, :]  # (7.4)
+        return w + delta, y
+
+    def step(self, weights: list[torch.Tensor], x: torch.Tensor):
+        """One environment step of B solutions: (new weights, logits (B, actions))."""
+        new = []
+        h = x
+        for i, w in enumerate(weights):
+            w, h = self.layer_step(w, h, self.sizes[i + 1])
+            new.append(w)
+        return new, h

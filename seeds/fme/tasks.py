@@ -1,0 +1,143 @@
+"""The three FME tasks (thesis sec. 7.4), batched, and the loop that executes solutions in them.
+
+PROTECTED: training (train.py) and the evaluator both execute solutions through `execute`
+below, so the environment, the inputs a solution sees, the action sampling and the score of
+an execution are the same everywhere and cannot be changed by a variant. The compute budget
+(executions per task and their length L) is fixed here too: the fitness is "average reward of
+executed solutions after a fixed number of executions".
+
+Tasks (all discrete-action, run as B independent copies in parallel):
+- `bandit`: two arms, arm 1 always pays 1 and arm 0 pays 0 (the thesis's first experiment).
+- `swap_bandit`: the same two arms, but which one pays 1 is random at the start of every
+  execution and swaps with probability SWAP_PROB at every step (Fig. 7.4). A policy that does
+  not adapt to the reward it receives scores 0.5 in expectation.
+- `cartpole`: gymnasium's CartPole-v1 (vectorised), episodes of at most 500 steps, reset
+  automatically within an execution.
+
+Input x_t of a solution at step t (every task): [observation, r_{t-1}, 1]; the reward is the
+feedback signal of Alg. 12, the constant 1 a bias. Bandits have an empty observation.
+
+Score of one execution of L steps: the average reward per step for the bandits; for CartPole,
+whose reward is 1 on every step the pole is up, the average return per episode started in the
+execution (the unfinished last episode counts with its partial return), i.e. how many steps
+the pole is balanced, the quantity the thesis reports for CartPole (Fig. 7.3).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+TASKS = ("bandit", "swap_bandit", "cartpole")
+OBS_SIZE = {"bandit": 0, "swap_bandit": 0, "cartpole": 4}
+NUM_ACTIONS = {"bandit": 2, "swap_bandit": 2, "cartpole": 2}
+# The best possible score per execution, to put the tasks on one scale in the fitness.
+MAX_SCORE = {"bandit": 1.0, "swap_bandit": 1.0, "cartpole": 500.0}
+SWAP_PROB = 0.02  # swap bandit: expected 50 steps between swaps of the good arm
+
+# Budget per scale: L = steps per execution (thesis App. E.1: 1000) and executions per task.
+BUDGET = {
+    "test": {"L": 20, "executions": 32},
+    "smoke": {"L": 500, "executions": 2048},
+    "full": {"L": 1000, "executions": 65536},
+}
+# Environment seeds: training draws from [0, 2**30), the evaluator from [2**30, 2**31).
+HELDOUT_SEED_BASE = 2**30
+
+
+def input_size(task: str) -> int:
+    return OBS_SIZE[task] + 2
+
+
+class BanditEnv:
+    """B two-armed Bernoulli-free bandits: the good arm pays 1, the other 0."""
+
+    def __init__(self, batch: int, seed: int, swap: bool):
+        self.rng = np.random.default_rng(seed)
+        self.swap = swap
+        self.good = self.rng.integers(0, 2, batch) if swap else np.ones(batch, dtype=np.int64)
+
+    def reset(self) -> np.ndarray:
+        return np.zeros((len(self.good), 0), dtype=np.float32)
+
+    def step(self, actions: np.ndarray):
+        reward = (actions == self.good).astype(np.float32)
+        if self.swap:
+            flip = self.rng.random(len(self.good)) < SWAP_PROB
+            self.good = np.where(flip, 1 - self.good, self.good)
+        return self.reset(), reward, np.zeros(len(self.good), dtype=bool)
+
+
+class CartPoleEnv:
+    """gymnasium CartPole-v1, vectorised; `done` marks steps on which an episode ended."""
+
+    def __init__(self, batch: int, seed: int):
+        import gymnasium as gym
+
+        self.env = gym.make_vec("CartPole-v1", num_envs=batch, vectorization_mode="vector_entry_point")
+        self.seed = seed
+        self.ended = np.zeros(batch, dtype=bool)
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self.seed)
+        return obs.astype(np.float32)
+
+    def step(self, actions: np.ndarray):
+        # NEXT_STEP autoreset: the step after an episode's end only resets (reward 0), so the
+        # reward then carries no information about the action; it is still a step of the budget.
+        obs, reward, term, trunc, _ = self.env.step(actions)
+        done = term | trunc
+        return obs.astype(np.float32), reward.astype(np.float32), done
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_env(task: str, batch: int, seed: int):
+    if task == "cartpole":
+        return CartPoleEnv(batch, seed)
+    return BanditEnv(batch, seed, swap=task == "swap_bandit")
+
+
+@torch.no_grad()
+def execute(step_fn, state, task: str, steps: int, seed: int, device="cpu"):
+    """Execute B solutions for `steps` steps, each in its own copy of the task.
+
+    step_fn(state, x) -> (state, logits): one step of the solutions (B of them, batched) on
+    inputs x (B, input_size(task)), returning their (self-modified) state and action logits
+    (B, NUM_ACTIONS[task]). Actions are sampled here from softmax(logits) with a generator
+    seeded by `seed`, so an execution is reproducible from (state, task, seed).
+    Returns the final state and the score of each execution (B,) as a float64 numpy array.
+    """
+    batch = _batch_size(state)
+    env = make_env(task, batch, seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    obs = env.reset()
+    prev_r = np.zeros(batch, dtype=np.float32)
+    total = np.zeros(batch)
+    episodes = np.ones(batch)  # episodes started (the first one at reset)
+    ones = torch.ones(batch, 1, device=device)
+    for t in range(steps):
+        r = torch.from_numpy(prev_r).to(device)[:, None]
+        x = torch.cat([torch.from_numpy(obs).to(device), r, ones], 1)  # (B, input_size)
+        state, logits = step_fn(state, x)
+        logits = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)
+        if logits.shape != (batch, NUM_ACTIONS[task]):
+            raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)}, "
+                             f"expected {(batch, NUM_ACTIONS[task])}")
+        u = torch.rand(logits.shape, generator=gen, device=device).clamp_(1e-9, 1 - 1e-9)
+        actions = (logits - torch.log(-torch.log(u))).argmax(-1).cpu().numpy()  # Gumbel-max sample
+        obs, prev_r, done = env.step(actions)
+        total += prev_r
+        episodes += done & (t < steps - 1)  # an episode ending on the last step starts no new one
+    if task == "cartpole":
+        env.close()
+        return state, total / episodes
+    return state, total / steps
+
+
+def _batch_size(state) -> int:
+    t = state
+    while isinstance(t, (list, tuple)):
+        t = t[0]
+    return int(t.shape[0])
