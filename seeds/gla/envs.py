@@ -13,9 +13,38 @@ Episodes end on termination or on the environment's own time limit (truncation).
 import gymnasium as gym
 import numpy as np
 
-# Classic control (gymnasium, no extra packages) and MuJoCo (the `mujoco` package; full scale).
+# Classic control (gymnasium, no extra packages), MuJoCo (the `mujoco` package; full scale), and the
+# small PointGoal tasks registered below.
 CLASSIC = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"]
 MUJOCO = ["Ant-v5", "HalfCheetah-v5", "Reacher-v5", "InvertedPendulum-v5", "Hopper-v5"]
+POINT_GOAL = [f"PointGoal{k}-v0" for k in range(8)]
+
+
+class PointGoal(gym.Env):
+    """A point in [-1, 1]^2 must reach a goal it cannot see, guided by the reward -|x - goal| alone.
+
+    The goal sits at radius 0.8 and the given angle; episodes last 25 steps. A cheap task with
+    short episodes whose solution has to be found from rewards, one goal per registered id.
+    """
+
+    def __init__(self, angle: float):
+        self.goal = 0.8 * np.array([np.cos(angle), np.sin(angle)])
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = self.np_random.uniform(-0.1, 0.1, 2)
+        return self.x.astype(np.float32), {}
+
+    def step(self, action):
+        self.x = np.clip(self.x + 0.1 * np.clip(action, -1.0, 1.0), -1.0, 1.0)
+        return self.x.astype(np.float32), -float(np.linalg.norm(self.x - self.goal)), False, False, {}
+
+
+for _k, _id in enumerate(POINT_GOAL):
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=PointGoal, kwargs={"angle": 2 * np.pi * _k / 8}, max_episode_steps=25)
 
 
 class Env:

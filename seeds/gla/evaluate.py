@@ -55,7 +55,9 @@ def lane_scores(episodes, lanes, horizon):
     early, late = [], []
     for lane in range(lanes):
         eps = [e for e in episodes if e[0] == lane]
-        for sel, acc in (([e for e in eps if e[1] < q], early), ([e for e in eps if e[2] > horizon - q], late)):
+        starts_early = [e for e in eps if e[1] < q]
+        ends_late = [e for e in eps if e[2] > horizon - q]
+        for sel, acc in ((starts_early, early), (ends_late, late)):
             full = [e for e in sel if e[4]]
             acc.append(float(np.mean([e[3] for e in (full or sel)])))
     return np.array(early), np.array(late)
@@ -78,7 +80,8 @@ def run_gla(model, env_id, scale, device):
     for _ in range(horizon):
         a = np.asarray(agent.act(obs), dtype=np.float64)
         if a.shape != (n, lanes.act_dim) or not np.isfinite(a).all():
-            raise EvalError(f"agent returned bad actions on {env_id}: shape {a.shape}, finite={np.isfinite(a).all()}")
+            raise EvalError(f"agent returned bad actions on {env_id}: shape {a.shape}, "
+                            f"finite={np.isfinite(a).all()}")
         obs, r, term, trunc = lanes.step(a)
         agent.observe(r, term, trunc)
     return lane_scores(lanes.all_episodes(), n, horizon)
@@ -150,7 +153,8 @@ def evaluate(out, scale, device):
         metrics[f"{pre}early_return"], metrics[f"{pre}late_return"] = float(e.mean()), float(la.mean())
         pe, pl = run_ppo_baseline(env_id, scale)
         metrics[f"{pre}ppo_improvement"] = float((pl - pe).mean())
-        metrics[f"{pre}ppo_early_return"], metrics[f"{pre}ppo_late_return"] = float(pe.mean()), float(pl.mean())
+        metrics[f"{pre}ppo_early_return"] = float(pe.mean())
+        metrics[f"{pre}ppo_late_return"] = float(pl.mean())
         re_, rl = run_random(env_id, scale)
         metrics[f"{pre}random_return"] = float(np.concatenate([re_, rl]).mean())
     if many:

@@ -82,7 +82,7 @@ class GLA(nn.Module):
 
 
 def random_projections(obs_dim, act_dim, obs_proj, act_proj, gen):
-    """W_s (obs_proj, obs_dim), W_a (act_proj, act_dim) with N(0, 1/d) entries, and W_a^+ (act_dim, act_proj)."""
+    """W_s (obs_proj, obs_dim), W_a (act_proj, act_dim) with N(0, 1/d) entries; W_a^+ (act_dim, act_proj)."""
     w_s = torch.randn(obs_proj, obs_dim, generator=gen) / math.sqrt(obs_dim)
     w_a = torch.randn(act_proj, act_dim, generator=gen) / math.sqrt(act_dim)
     return w_s, w_a, torch.linalg.pinv(w_a)

@@ -39,6 +39,35 @@ class PPOConfig:
     hidden: int = 64
 
 
+class Adam:
+    """Adam with decoupled weight decay (AdamW when weight_decay > 0), written out because creating a
+    torch.optim optimizer imports torch._dynamo, which costs several seconds per process."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps, self.weight_decay, self.t = lr, betas, eps, weight_decay, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        b1, b2 = self.betas
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            denom = (v / (1 - b2**self.t)).sqrt_().add_(self.eps)
+            if self.weight_decay:
+                p.mul_(1 - self.lr * self.weight_decay)
+            p.addcdiv_(m, denom, value=-self.lr / (1 - b1**self.t))
+
+
 class RunningMeanStd:
     def __init__(self, shape):
         self.mean, self.var, self.count = np.zeros(shape), np.ones(shape), 1e-4
@@ -72,17 +101,18 @@ class ActorCritic(nn.Module):
         return torch.distributions.Normal(self.mean(x), self.log_std.exp().expand(x.shape[0], -1))
 
 
-def run_ppo(env_id, total_steps, seed, cfg=PPOConfig(), record=False, log=None):
+def run_ppo(env_id, total_steps, seed, cfg=None, record=False, log=None):
     """Train PPO for about total_steps environment steps (whole iterations).
 
     Returns dict(episodes=[(lane, start, end, return, complete)], iter_return=[mean return of the
     episodes finished in each iteration], and with record=True the history arrays, each shaped
     (iterations, n_steps, n_envs, ...): obs, act, rew, term, trunc, mean, std).
     """
+    cfg = cfg or PPOConfig()
     torch.manual_seed(seed)
     lanes = Lanes(env_id, cfg.n_envs, seed)
     net = ActorCritic(lanes.obs_dim, lanes.act_dim, cfg.hidden)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
+    opt = Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
     obs_rms, ret_rms = RunningMeanStd(lanes.obs_dim), RunningMeanStd(())
     disc_ret = np.zeros(cfg.n_envs)
     iters = max(1, total_steps // (cfg.n_envs * cfg.n_steps))
@@ -91,9 +121,9 @@ def run_ppo(env_id, total_steps, seed, cfg=PPOConfig(), record=False, log=None):
     iter_return = []
     obs = lanes.obs.copy()
     for it in range(iters):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * (1 - it / iters)
-        buf = {k: [] for k in ("x", "raw", "a", "logp", "v", "r", "rew", "done", "mean", "std", "term", "trunc")}
+        opt.lr = cfg.lr * (1 - it / iters)
+        buf = {k: [] for k in ("x", "raw", "a", "logp", "v", "r", "rew", "done", "mean", "std", "term",
+                               "trunc")}
         n_done_before = len(lanes.episodes)
         for _ in range(T):
             obs_rms.update(obs)
