@@ -38,12 +38,12 @@ class Args:
         "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1",
         "PointGoal0-v0", "PointGoal2-v0", "PointGoal4-v0", "PointGoal6-v0"])  # never CartPole (held out)
     ppo_runs: int = 1  # PPO runs (seeds) per meta-training environment
-    ppo_steps: int = 40000  # environment steps per PPO run
+    ppo_steps: int = 30000  # environment steps per PPO run
     ppo_envs: int = 8  # PPO lanes; each lane's rollout is one candidate segment
     ppo_rollout: int = 64  # PPO steps per lane per iteration (>= segment_len)
     n_segments: int = 8  # segments per sequence; context length = n_segments * segment_len
     segment_len: int = 64  # consecutive steps per segment
-    steps: int = 300  # gradient steps on the GLA
+    steps: int = 200  # gradient steps on the GLA
     batch_size: int = 16  # sequences per gradient step
     max_seconds: float = 1e9  # wall clock of the whole step (histories included): stop training early past it
     d_model: int = 64  # Transformer width
