@@ -1,0 +1,120 @@
+"""Environments with one common interface: flat float observations, continuous action vectors.
+
+PROTECTED: train.py (PPO histories) and evaluate.py (meta-test, PPO baseline) must see the same
+environments, so the wrapping lives here and the proposer cannot change it.
+
+Every environment takes a real action vector a in R^n:
+- Discrete(n) spaces act with argmax(a) (n = number of actions), so one Gaussian policy class
+  covers CartPole, Acrobot and MountainCar as well as the continuous environments;
+- Box spaces get clip(a, -1, 1) rescaled to [low, high].
+Episodes end on termination or on the environment's own time limit (truncation).
+"""
+
+import gymnasium as gym
+import numpy as np
+
+# Classic control (gymnasium, no extra packages), MuJoCo (the `mujoco` package; full scale), and the
+# small PointGoal tasks registered below.
+CLASSIC = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"]
+MUJOCO = ["Ant-v5", "HalfCheetah-v5", "Reacher-v5", "InvertedPendulum-v5", "Hopper-v5"]
+POINT_GOAL = [f"PointGoal{k}-v0" for k in range(8)]
+
+
+class PointGoal(gym.Env):
+    """A point in [-1, 1]^2 must reach a goal it cannot see, guided by the reward -|x - goal| alone.
+
+    The goal sits at radius 0.8 and the given angle; episodes last 25 steps. A cheap task with
+    short episodes whose solution has to be found from rewards, one goal per registered id.
+    """
+
+    def __init__(self, angle: float):
+        self.goal = 0.8 * np.array([np.cos(angle), np.sin(angle)])
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = self.np_random.uniform(-0.1, 0.1, 2)
+        return self.x.astype(np.float32), {}
+
+    def step(self, action):
+        self.x = np.clip(self.x + 0.1 * np.clip(action, -1.0, 1.0), -1.0, 1.0)
+        return self.x.astype(np.float32), -float(np.linalg.norm(self.x - self.goal)), False, False, {}
+
+
+for _k, _id in enumerate(POINT_GOAL):
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=PointGoal, kwargs={"angle": 2 * np.pi * _k / 8}, max_episode_steps=25)
+
+
+class Env:
+    """One gymnasium environment behind the continuous-action interface."""
+
+    def __init__(self, env_id: str, seed: int):
+        self.id = env_id
+        self.env = gym.make(env_id)
+        space = self.env.observation_space
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"{env_id}: only flat Box observations are supported, not {space}")
+        self.obs_dim = space.shape[0]
+        act = self.env.action_space
+        if isinstance(act, gym.spaces.Discrete):
+            self.discrete, self.act_dim = True, int(act.n)
+        elif isinstance(act, gym.spaces.Box) and len(act.shape) == 1:
+            self.discrete, self.act_dim = False, act.shape[0]
+            self.low, self.high = act.low.astype(np.float64), act.high.astype(np.float64)
+        else:
+            raise ValueError(f"{env_id}: unsupported action space {act}")
+        self._seed = seed
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self._seed)
+        self._seed = None  # seed once; later resets continue the environment's own RNG
+        return np.asarray(obs, dtype=np.float32)
+
+    def step(self, a: np.ndarray):
+        """-> obs, reward, terminated, truncated for the action vector a (act_dim,)."""
+        if self.discrete:
+            env_a = int(np.argmax(a))
+        else:
+            env_a = self.low + (np.clip(a, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
+        obs, r, term, trunc, _ = self.env.step(env_a)
+        return np.asarray(obs, dtype=np.float32), float(r), bool(term), bool(trunc)
+
+
+class Lanes:
+    """n independent copies of one environment stepped together, reset automatically.
+
+    step() returns the reward and end flags of the transition just taken and the next
+    observation, which is a fresh episode's first observation when the episode ended.
+    """
+
+    def __init__(self, env_id: str, n: int, seed: int):
+        self.envs = [Env(env_id, seed + i) for i in range(n)]
+        self.obs_dim, self.act_dim = self.envs[0].obs_dim, self.envs[0].act_dim
+        self.obs = np.stack([e.reset() for e in self.envs])  # (n, obs_dim)
+        self.ep_return = np.zeros(n)
+        self.ep_start = np.zeros(n, dtype=np.int64)
+        self.t = 0
+        self.episodes = []  # (lane, start step, end step, return, complete) of every finished episode
+
+    def step(self, actions: np.ndarray):
+        """actions (n, act_dim) -> next obs (n, obs_dim), reward (n,), terminated (n,), truncated (n,)."""
+        n = len(self.envs)
+        rew, term, trunc = np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        self.t += 1
+        for i, env in enumerate(self.envs):
+            obs, rew[i], term[i], trunc[i] = env.step(actions[i])
+            self.ep_return[i] += rew[i]
+            if term[i] or trunc[i]:
+                self.episodes.append((i, int(self.ep_start[i]), self.t, float(self.ep_return[i]), True))
+                self.ep_return[i], self.ep_start[i] = 0.0, self.t
+                obs = env.reset()
+            self.obs[i] = obs
+        return self.obs.copy(), rew, term, trunc
+
+    def all_episodes(self):
+        """Finished episodes plus the ones still running, cut at the current step (complete=False)."""
+        cut = [(i, int(self.ep_start[i]), self.t, float(self.ep_return[i]), False)
+               for i in range(len(self.envs)) if self.ep_start[i] < self.t]
+        return self.episodes + cut
