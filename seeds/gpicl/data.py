@@ -114,6 +114,11 @@ def random_task(dim: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Ten
     return proj, torch.randperm(NUM_CLASSES, generator=gen)
 
 
+def fixed_permutation() -> torch.Tensor:
+    """The one label permutation of the biased task distribution (sec. 5.4.3, intervention 3)."""
+    return torch.arange(NUM_CLASSES)
+
+
 def seen_task(k: int, task_seed: int, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Task k of a finite family of tasks, a pure function of (task_seed, k)."""
     return random_task(dim, torch.Generator().manual_seed(task_seed * 1_000_003 + k))

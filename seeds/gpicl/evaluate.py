@@ -12,7 +12,9 @@ y_t (which enters with token t+1), whatever the model code does. No gradient is 
 
 Metrics, for Fashion-MNIST (unseen dataset; fitness) and with the prefix `mnist_` for MNIST
 test images under unseen tasks, and `seen_` for MNIST test images under the first training
-tasks (only when the model was trained on a finite number of tasks):
+tasks (only when the model was trained on a finite number of tasks), and `seen_fixed_` for the
+same projections with the biased distribution's one label permutation (when train.py used
+`bias_frac` > 0; most of its training sequences were of this kind):
 - `late_acc`: accuracy at the last WINDOW positions (WINDOW = T // 10) -- the fitness;
 - `early_acc`: accuracy at the first WINDOW positions;
 - `gain` = late_acc - early_acc, the within-sequence improvement (learning vs memorisation, Fig. 5.4);
@@ -57,10 +59,11 @@ def load_data(name, split, scale):
     return data.load(name, split, scale)
 
 
-def make_sequences(name, split, scale, seq_len, num_tasks=0, task_seed=0, seed=EVAL_SEED):
+def make_sequences(name, split, scale, seq_len, num_tasks=0, task_seed=0, seed=EVAL_SEED, fixed=False):
     """Inputs (S, T, D) and labels (S, T): S sequences of T distinct test examples, one task each.
 
-    num_tasks = 0: fresh tasks from `seed` (unseen); otherwise the training tasks 0..S-1 (mod K).
+    num_tasks = 0: fresh tasks from `seed` (unseen); otherwise the training tasks 0..S-1 (mod K),
+    with their own label permutations, or with the biased distribution's one permutation if `fixed`.
     """
     x, y = load_data(name, split, scale)
     gen = torch.Generator().manual_seed(seed)
@@ -71,6 +74,8 @@ def make_sequences(name, split, scale, seq_len, num_tasks=0, task_seed=0, seed=E
     else:
         tasks = [data.random_task(D, gen) for _ in range(S)]
     projs, perms = torch.stack([t[0] for t in tasks]), torch.stack([t[1] for t in tasks])
+    if fixed:
+        perms = data.fixed_permutation().expand(S, -1)
     return data.apply_tasks(torch.from_numpy(x)[idx], torch.from_numpy(y)[idx], projs, perms)
 
 
@@ -172,9 +177,13 @@ def evaluate(out, scale, device):
     for name, lrs, adam in (("adam", ADAM_LRS, True), ("sgd", SGD_LRS, False)):
         best[name] = int(run_linear(tune_x, tune_y, lrs, adam).mean(dim=(1, 2)).argmax())
         metrics[f"{name}_lr"] = lrs[best[name]]
-    suites = [("fashion_mnist", "", 0), ("mnist", "mnist_", 0)] + ([("mnist", "seen_", K)] if K else [])
-    for dataset, prefix, tasks in suites:
-        xs, ys = make_sequences(dataset, "test", scale, T, tasks, int(ckpt["task_seed"]))
+    suites = [("fashion_mnist", "", 0, False), ("mnist", "mnist_", 0, False)]
+    if K:
+        suites.append(("mnist", "seen_", K, False))
+        if float(ckpt["args"].get("bias_frac", 0.0)) > 0:
+            suites.append(("mnist", "seen_fixed_", K, True))
+    for dataset, prefix, tasks, fixed in suites:
+        xs, ys = make_sequences(dataset, "test", scale, T, tasks, int(ckpt["task_seed"]), fixed=fixed)
         tokens = data.make_tokens(xs, ys)
         expect = ckpt["model_kwargs"]["token_size"]
         if tokens.shape[-1] != expect:

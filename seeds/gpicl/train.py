@@ -69,7 +69,7 @@ def sample_batch(x, y, args, gen, task_seed):
         else:
             proj, perm = data.random_task(D, gen)
         if b < round(args.bias_frac * B):
-            perm = torch.arange(data.NUM_CLASSES)  # the one fixed permutation (biased distribution)
+            perm = data.fixed_permutation()  # the biased distribution's one permutation
         projs.append(proj)
         perms.append(perm)
     idx = torch.randint(len(x), (B, T), generator=gen).to(x.device)
