@@ -31,7 +31,7 @@ from model import GPICL
 @dataclass
 class Args:
     # --- sizes: set by the scale presets below ---
-    steps: int = 600  # meta-training steps
+    steps: int = 1400  # meta-training steps
     batch_size: int = 128  # tasks (sequences) per meta-step (sec. 5.4.3, intervention 1: larger is better)
     seq_len: int = 100  # N_D, examples per sequence (thesis: 100)
     d_model: int = 64  # N_M, token/model size (thesis: 256)
@@ -51,7 +51,7 @@ class Args:
 # Presets override only size fields, never the hyperparameters above.
 SCALES = {
     "test": dict(steps=4, batch_size=8, seq_len=20, d_model=32, heads=2, layers=1, log_every=1),
-    "smoke": dict(steps=600, batch_size=128, seq_len=100, d_model=64, heads=4, layers=2, log_every=50),
+    "smoke": dict(steps=1400, batch_size=128, seq_len=100, d_model=64, heads=4, layers=2, log_every=50),
     # Thesis App. D.4/D.5: model size 256, 8 heads of key size 32, 4 layers, batch 128, 100 examples,
     # raw 784-pixel inputs (data.POOL["full"] = 1); GPU only.
     "full": dict(steps=50000, batch_size=128, seq_len=100, d_model=256, heads=8, layers=4, log_every=500),
