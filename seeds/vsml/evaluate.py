@@ -14,6 +14,14 @@ classifier (the architecture VSML's single layer corresponds to) trained online,
 per example after its prediction, with Adam and with plain SGD. Their learning rate is picked
 from a grid on MNIST validation streams (as the paper tuned its baselines on MNIST); the
 `*_oracle` metrics pick it on the Fashion-MNIST streams themselves, an upper bound.
+
+The checkpoint records the meta-training mode (train.py Args.mode: grad, es or clone); the
+metrics file repeats it as `mode`. For a cloned learning algorithm (mode clone, thesis
+sec. 3.4.1) the evaluator also runs the network it was cloned from, with real gradients, on the
+same streams (`sgd_net_*`): a tanh neuron per weight, y_c = mean_a (tanh(x_a) w_ac + b_ac), from
+zero weights, updated after each prediction by the exact SGD step dw_ac = -eta tanh(x_a) e_c,
+db_ac = -eta e_c with the cloned step size eta (this is SGD on the cross-entropy with learning
+rate eta * A, A inputs), i.e. "real SGD on the same network".
 """
 
 import argparse
@@ -101,6 +109,21 @@ def run_linear(xs, ys, lrs, adam):
     return torch.stack(correct, dim=1)
 
 
+def run_sgd_net(xs, ys, eta):
+    """Per-example correctness (T, S) of the network the clone mode imitates, trained by real SGD."""
+    T, S, D = xs.shape
+    w = torch.zeros(S, D, data.NUM_CLASSES, dtype=torch.float64)
+    b = torch.zeros_like(w)
+    correct = []
+    for t in range(T):
+        tx = torch.tanh(xs[t].double())[:, :, None]  # (S, D, 1)
+        logits = (tx * w + b).mean(1)  # (S, C)
+        correct.append((logits.argmax(-1) == ys[t]).float())
+        err = (logits.softmax(-1) - F.one_hot(ys[t], data.NUM_CLASSES).double())[:, None]  # (S, 1, C)
+        w, b = w - eta * tx * err, b - eta * err
+    return torch.stack(correct)
+
+
 def load_model(out, device):
     ckpt_path = out / "checkpoint.pt"
     if not ckpt_path.is_file():
@@ -118,12 +141,13 @@ def load_model(out, device):
         model.load_state_dict(ckpt["state_dict"])
     except Exception as e:
         raise EvalError(f"cannot build the learner from vsml.py and the checkpoint: {e!r}") from e
-    return model.eval()
+    return model.eval(), ckpt.get("args", {})
 
 
 def evaluate(out, scale, device):
     start = time.time()
-    model = load_model(out, device)
+    model, train_args = load_model(out, device)
+    mode = train_args.get("mode", "grad")
     tune_x, tune_y = make_streams("mnist", "valid", scale)
     metrics = {}
     best = {}
@@ -149,8 +173,12 @@ def evaluate(out, scale, device):
             metrics[f"{name}_{prefix}late_acc"] = base[best[name], -base.shape[1] // 4 :].mean().item()
             if not prefix:
                 metrics[f"{name}_online_acc_oracle"] = accs.max().item()
+        if mode == "clone":
+            net = run_sgd_net(xs, ys, float(train_args["clone_lr"]))
+            metrics[f"sgd_net_{prefix}online_acc"] = net.mean().item()
+            metrics[f"sgd_net_{prefix}late_acc"] = net[-len(net) // 4 :].mean().item()
     metrics["eval_seconds"] = time.time() - start
-    return metrics
+    return mode, metrics
 
 
 def main():
@@ -164,13 +192,14 @@ def main():
     torch.set_num_threads(1)
     device = cli.device if cli.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        metrics = evaluate(cli.out, cli.scale, torch.device(device))
+        mode, metrics = evaluate(cli.out, cli.scale, torch.device(device))
     except (EvalError, data.DataError) as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     if not all(math.isfinite(v) for v in metrics.values()):
         print(f"evaluate.py: error: non-finite metrics {metrics}", file=sys.stderr)
         sys.exit(1)
+    metrics["mode"] = mode  # a string: the framework reads numbers only
     cli.metrics.parent.mkdir(parents=True, exist_ok=True)
     cli.metrics.write_text(json.dumps(metrics, indent=1, sort_keys=True))
     print(json.dumps(metrics, indent=1, sort_keys=True))

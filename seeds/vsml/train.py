@@ -1,6 +1,13 @@
 """Meta-train a VSML network on MNIST online-learning trajectories (thesis Alg. 8).
 
-    python train.py --scale smoke --seed 0 --out OUTDIR [--device cpu|cuda]
+    python train.py --scale smoke --seed 0 --out OUTDIR [--device cpu|cuda] [--mode grad|es|clone]
+
+Three modes (Args.mode):
+- "grad" (default), described below: the meta-gradient by backpropagation through the lifetime.
+- "es": the same lifetime objective, its gradient estimated by antithetic evolution strategies
+  (thesis sec. 3.3.1, App. B.3.2; Salimans et al. 2017) -- no backpropagation at all.
+- "clone": learning-algorithm cloning (sec. 3.3.2, 3.4.1; App. B.2.1, B.3.1): the shared LSTM is
+  regressed on random data to implement a tanh neuron's forward computation and its SGD update.
 
 Each meta-step samples a batch of lifetimes. A lifetime starts from random LSTM states and
 sees T MNIST training examples one at a time: predict x_t, then receive its error. The task is
@@ -22,10 +29,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import data
-from vsml import VSML
+from vsml import VSML, State
 
 
 @dataclass
@@ -38,6 +46,13 @@ class Args:
     train_examples: int = 50000  # MNIST training images lifetimes are drawn from
     checkpoint_every: int = 0  # recompute BPTT in chunks of this many examples to save memory (0 = off)
     log_every: int = 10  # print and log every this many steps
+    es_steps: int = 150  # ES mode: meta-training steps (paper: 10k)
+    es_pop: int = 64  # ES mode: population size (antithetic pairs: es_pop / 2 noise vectors)
+    es_lifetimes: int = 1  # ES mode: lifetimes per population member (paper: 1)
+    clone_steps: int = 3000  # clone mode: regression steps on random data
+    clone_batch: int = 1024  # clone mode: random (w, b, x, e) samples per step
+    # --- which meta-training method (evaluate.py handles all three; the checkpoint records it) ---
+    mode: str = "grad"  # "grad" (BPTT), "es" (antithetic ES) or "clone" (learning-algorithm cloning)
     # --- hyperparameters (the offline proposer mutates these defaults; presets never touch them) ---
     meta_lr: float = 3e-2  # Adam learning rate on the shared LSTM parameters
     state_size: int = 16  # N, size of each sub-LSTM state (paper: 16)
@@ -51,15 +66,28 @@ class Args:
     input_bias: float = -3.0  # initial input-gate bias: how strongly states are overwritten
     rand_proj: bool = True  # augment each lifetime with a random linear map of the inputs
     permute_labels: bool = True  # augment each lifetime with a random permutation of the classes
+    # --- ES mode (thesis App. B.3.2: noise std 0.05, Adam lr 0.025, betas 0.9/0.999) ---
+    es_sigma: float = 0.05  # std of the Gaussian parameter perturbations
+    es_lr: float = 0.025  # Adam learning rate on the ES gradient estimate
+    es_rank: bool = False  # centred-rank fitness shaping (Salimans et al. 2017) instead of raw losses
+    # --- clone mode (thesis App. B.3: N = 64 for cloning; weights scaled by 4 into the cell state) ---
+    clone_state_size: int = 64  # N of the cloned sub-LSTM (replaces state_size in this mode)
+    clone_ticks: int = 2  # LSTM ticks per forward and per backward computation
+    clone_lr: float = 0.5  # step size eta of the cloned rule: dw = -eta tanh(x) e, db = -eta e
+    clone_range: float = 6.0  # w, b of the cloning data ~ U(-range, range)
+    clone_fit_lr: float = 1e-3  # Adam learning rate of the cloning regression
 
 
 # Presets override only size/length fields, never the hyperparameters above.
 SCALES = {
-    "test": dict(steps=3, batch_size=2, traj_len=10, train_examples=2000, log_every=1),
-    "smoke": dict(steps=250, batch_size=16, traj_len=100, train_examples=50000, log_every=10),
+    "test": dict(steps=3, batch_size=2, traj_len=10, train_examples=2000, log_every=1, es_steps=2, es_pop=4,
+                 clone_steps=20, clone_batch=64),
+    "smoke": dict(steps=250, batch_size=16, traj_len=100, train_examples=50000, log_every=10, es_steps=150,
+                  es_pop=64, clone_steps=3000, clone_batch=1024),
     # Paper-sized (thesis App. B.3.2: 784 raw pixels, N=16, M=8, 500-example lifetimes); the paper
     # used ES with 1024 lifetimes per step for 10k steps, here BPTT with checkpointed chunks on a GPU.
-    "full": dict(steps=5000, batch_size=64, traj_len=500, checkpoint_every=10, log_every=50),
+    "full": dict(steps=5000, batch_size=64, traj_len=500, checkpoint_every=10, log_every=50, es_steps=10000,
+                 es_pop=1024, clone_steps=20000, clone_batch=4096),
 }
 
 
@@ -109,7 +137,7 @@ def lifetime(model, xs, ys, gen, checkpoint_every=0):
 
 
 def model_kwargs(args, input_size):
-    return dict(
+    kwargs = dict(
         sizes=[input_size, *args.hidden_sizes, data.NUM_CLASSES],
         state_size=args.state_size,
         msg_size=args.msg_size,
@@ -120,9 +148,19 @@ def model_kwargs(args, input_size):
         input_bias=args.input_bias,
         state_init_scale=args.state_init_scale,
     )
+    if args.mode == "clone":
+        kwargs.update(state_size=args.clone_state_size, ticks=args.clone_ticks, backward_pass=True,
+                      cloned=True)
+    return kwargs
 
 
 def train(args, scale, seed, out, device):
+    if args.mode == "es":
+        return train_es(args, scale, seed, out, device)
+    if args.mode == "clone":
+        return train_clone(args, scale, seed, out, device)
+    if args.mode != "grad":
+        raise ValueError(f"unknown mode {args.mode!r}: expected grad, es or clone")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     x, y = data.load("mnist", "train", scale)
@@ -164,6 +202,167 @@ def train(args, scale, seed, out, device):
     save(out, model, kwargs, args, scale, seed, log)
 
 
+# --- mode "es": antithetic evolution strategies on the same lifetime objective -------------------
+
+
+class _Example(nn.Module):
+    """One predict-then-learn example as a module call, so torch.func can swap in parameters."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, h, c, fwd, bwd, x, y):
+        state, logits = self.model.predict(State(h, c, fwd, bwd), x)
+        loss = F.cross_entropy(logits, y, reduction="none")  # (L,)
+        correct = (logits.argmax(-1) == y).float()
+        state = self.model.learn(state, x, logits, y)
+        return state.h, state.c, state.fwd, state.bwd, loss, correct
+
+
+@torch.no_grad()
+def population_lifetimes(model, flat_params, xs, ys, gen):
+    """Mean online CE and accuracy (P,) of P parameter vectors flat_params (P, n).
+
+    xs (T, P * L, D), ys (T, P * L): L lifetimes per member, member-major; member p + P/2 gets the same
+    initial states as member p (antithetic pairs). torch.func.functional_call
+    swaps in (P, ...)-shaped parameters, which vsml.affine applies block-wise (one batched matmul),
+    so every member runs the unchanged predict/learn code.
+    """
+    P = flat_params.shape[0]
+    step = _Example(model)
+    shapes = [(name, p.shape, p.numel()) for name, p in model.named_parameters()]
+    params, i = {}, 0
+    for name, shape, n in shapes:
+        params[f"model.{name}"] = flat_params[:, i : i + n].view(P, *shape)
+        i += n
+    half = model.init_state(xs.shape[1] // 2, gen)  # members p and p + P/2 start from the same states
+    h, c, fwd, bwd = ([torch.cat([t, t]) for t in ts] for ts in (half.h, half.c, half.fwd, half.bwd))
+    loss, acc = 0.0, 0.0
+    for x_t, y_t in zip(xs, ys):
+        h, c, fwd, bwd, l_t, c_t = torch.func.functional_call(step, params, (h, c, fwd, bwd, x_t, y_t))
+        loss, acc = loss + l_t.view(P, -1).mean(1), acc + c_t.view(P, -1).mean(1)
+    return loss / len(xs), acc / len(xs)
+
+
+def centred_ranks(v):
+    """Ranks of v scaled to [-0.5, 0.5] (Salimans et al. 2017 fitness shaping)."""
+    ranks = torch.empty_like(v)
+    ranks[v.argsort()] = torch.arange(len(v), dtype=v.dtype, device=v.device)
+    return ranks / (len(v) - 1) - 0.5
+
+
+def train_es(args, scale, seed, out, device):
+    """Antithetic ES (App. B.3.2): g = sum_i f(theta + sigma eps_i) eps_i / (P sigma), eps_{P/2+i}=-eps_i."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = data.load("mnist", "train", scale)
+    x = torch.from_numpy(x[: args.train_examples]).to(device)
+    y = torch.from_numpy(y[: args.train_examples]).to(device)
+    kwargs = model_kwargs(args, x.shape[1])
+    model = VSML(**kwargs).to(device)
+    theta = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    opt = torch.optim.Adam(model.parameters(), lr=args.es_lr, betas=(0.9, 0.999))
+    half = args.es_pop // 2
+    print(f"VSML/ES sizes={kwargs['sizes']} meta-params={theta.numel()} population={2 * half} "
+          f"device={device}", flush=True)
+    log = {"step": [], "meta_loss": [], "online_acc": [], "elapsed_s": []}
+    start, run_loss, run_acc = time.time(), 0.0, 0.0
+    life_args = dataclasses.replace(args, batch_size=half * args.es_lifetimes)
+    for step in range(1, args.es_steps + 1):
+        theta = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        eps = torch.randn(half, theta.numel(), generator=gen).to(device)
+        eps = torch.cat([eps, -eps])  # antithetic pairs
+        # Common random numbers: the two members of an antithetic pair see the same lifetimes (and
+        # initial states), so the pair's loss difference measures the perturbation, not the data.
+        xs, ys = sample_lifetimes(x, y, life_args, gen)
+        xs, ys = torch.cat([xs, xs], 1), torch.cat([ys, ys], 1)
+        losses, accs = population_lifetimes(model, theta + args.es_sigma * eps, xs, ys, gen)
+        f = centred_ranks(losses) if args.es_rank else losses
+        grad = (f[:, None] * eps).sum(0) / (2 * half * args.es_sigma)  # ascent direction of the loss
+        opt.zero_grad()
+        i = 0
+        for p in model.parameters():
+            p.grad = grad[i : i + p.numel()].view_as(p).clone()
+            i += p.numel()
+        opt.step()
+        run_loss, run_acc = run_loss + losses.mean().item(), run_acc + accs.mean().item()
+        if step % args.log_every == 0 or step == args.es_steps:
+            n = (step - 1) % args.log_every + 1
+            elapsed = time.time() - start
+            for k, v in (("step", step), ("meta_loss", run_loss / n), ("online_acc", run_acc / n),
+                         ("elapsed_s", elapsed)):
+                log[k].append(v)
+            print(f"step {step:5d}  population meta-loss {run_loss / n:.4f}  online-acc {run_acc / n:.3f}  "
+                  f"elapsed {elapsed:6.1f}s", flush=True)
+            run_loss, run_acc = 0.0, 0.0
+    save(out, model, kwargs, args, scale, seed, log)
+
+
+# --- mode "clone": learning-algorithm cloning on random data ----------------------------------------
+
+
+def clone_batch(model, args, gen, device):
+    """Random (w, b, x, e) per sub-LSTM and the cloning loss of one tick pair (thesis sec. 3.3.2).
+
+    Targets: forward  y_hat = tanh(x) w + b  (App. B.2.1, Fig. B.1);
+             backward w' = w - eta tanh(x) e,  b' = b - eta e  (one SGD step of that neuron).
+    """
+    B, R, eta, k = args.clone_batch, args.clone_range, args.clone_lr, model.clone_scale
+    w, b = ((torch.rand(B, generator=gen) * 2 - 1) * R for _ in range(2))
+    x = torch.randn(B, generator=gen)
+    logits = 2 * torch.randn(B, data.NUM_CLASSES, generator=gen)  # errors as produced by a softmax output
+    label = torch.randint(data.NUM_CLASSES, (B,), generator=gen)
+    e = (F.softmax(logits, -1) - F.one_hot(label, data.NUM_CLASSES))[:, 0]
+    w, b, x, e = (t.to(device) for t in (w, b, x, e))
+    # One LSTM per sample: a (B, 1, 1, N) layer; messages are per-LSTM here (mean over 1 = identity).
+    c0 = F.pad(torch.stack([w, b], -1) / k, (0, model.n - 2))[:, None, None]
+    zeros = lambda *s: torch.zeros(*s, device=device)  # noqa: E731
+    state = State([zeros(B, 1, 1, model.n)], [c0], [zeros(B, 1, model.m)], [zeros(B, 1, model.m)])
+    _, y_hat = model.predict(state, x[:, None])
+    new = model.learn_from_error(state, x[:, None], e[:, None])
+    w1, b1 = new.c[0][:, 0, 0, 0] * k, new.c[0][:, 0, 0, 1] * k
+    fwd_loss = F.mse_loss(y_hat[:, 0], torch.tanh(x) * w + b)
+    upd_loss = F.mse_loss((w1 - w) / eta, -torch.tanh(x) * e) + F.mse_loss((b1 - b) / eta, -e)
+    return fwd_loss, upd_loss
+
+
+def train_clone(args, scale, seed, out, device):
+    if args.hidden_sizes:
+        raise ValueError("clone mode implements the shallow network only (hidden_sizes=())")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    kwargs = model_kwargs(args, data.input_size(scale))
+    model = VSML(**kwargs).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.clone_fit_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.clone_steps)
+    print(f"VSML/clone sizes={kwargs['sizes']} meta-params={sum(p.numel() for p in model.parameters())} "
+          f"eta={args.clone_lr} device={device}", flush=True)
+    log = {"step": [], "fwd_mse": [], "update_mse": [], "elapsed_s": []}
+    start, run_f, run_u = time.time(), 0.0, 0.0
+    every = max(1, args.clone_steps // 20)
+    for step in range(1, args.clone_steps + 1):
+        fwd_loss, upd_loss = clone_batch(model, args, gen, device)
+        opt.zero_grad()
+        (fwd_loss + upd_loss).backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        opt.step()
+        sched.step()
+        run_f, run_u = run_f + fwd_loss.item(), run_u + upd_loss.item()
+        if step % every == 0 or step == args.clone_steps:
+            n = (step - 1) % every + 1
+            elapsed = time.time() - start
+            log["step"].append(step)
+            log["fwd_mse"].append(run_f / n)
+            log["update_mse"].append(run_u / n)
+            log["elapsed_s"].append(elapsed)
+            print(f"step {step:5d}  forward mse {run_f / n:.5f}  update mse (eta^2 units) {run_u / n:.5f}  "
+                  f"elapsed {elapsed:6.1f}s", flush=True)
+            run_f, run_u = 0.0, 0.0
+    save(out, model, kwargs, args, scale, seed, log)
+
+
 # scientist: frozen-begin  (CLI and checkpoint format read by evaluate.py)
 def save(out, model, kwargs, args, scale, seed, log):
     out.mkdir(parents=True, exist_ok=True)
@@ -187,10 +386,13 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="auto", help="auto = cuda if available, else cpu")
+    p.add_argument("--mode", choices=["grad", "es", "clone"], default=None, help="override Args.mode")
     cli = p.parse_args()
     torch.set_num_threads(1)  # the framework runs training seeds in parallel, one core each
     device = cli.device if cli.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     args = dataclasses.replace(Args(), **SCALES[cli.scale])
+    if cli.mode is not None:
+        args = dataclasses.replace(args, mode=cli.mode)
     train(args, cli.scale, cli.seed, cli.out, torch.device(device))
 
 

@@ -14,6 +14,14 @@ backward message. Learning happens only in the LSTM states: no gradients at meta
 
 Shapes: B trajectories, A inputs, C outputs of a layer, N state size, M message size.
 
+Cloned mode (`cloned=True`, thesis sec. 3.3.2, App. B.3.1): the same sub-LSTM is trained by
+train.py (mode "clone") to implement a given learning algorithm: each LSTM stores a weight
+w_ab = scale * c_ab[0] and a bias b_ab = scale * c_ab[1] in its cell state; a tick with input x_a
+(and no error) must output tanh(x_a) w_ab + b_ab as element 0 of its forward message, and a tick
+with x_a and the error e_b must move (w, b) by one SGD step. At meta-test the state is frozen
+during the prediction, and after learning only the two dimensions holding (w, b) are kept
+(clipped to +-state_clip, App. B.3.1); everything else is reset.
+
 evaluate.py relies only on VSML(**model_kwargs), load_state_dict, and the three methods
 init_state / predict / learn with the signatures below; everything else may change.
 """
@@ -25,6 +33,19 @@ import torch.nn.functional as F
 from torch import nn
 
 LOGIT_BOUND = 100.0  # logits are squashed to +-100 with tanh, as in App. B.3.2
+
+
+def affine(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+    """lin(x), where lin's weight may also be a population (P, out, in) of weights (ES mode).
+
+    With a population, the batch (leading) axis of x holds P equal blocks, block p using weight p.
+    """
+    w, b = lin.weight, lin.bias
+    if w.dim() == 2:
+        return F.linear(x, w, b)
+    xp = x.reshape(w.shape[0], -1, x.shape[-1])  # (P, rows, in)
+    out = torch.baddbmm(b[:, None], xp, w.transpose(1, 2)) if b is not None else xp @ w.transpose(1, 2)
+    return out.reshape(*x.shape[:-1], w.shape[1])
 
 
 class SubLSTM(nn.Module):
@@ -51,13 +72,15 @@ class SubLSTM(nn.Module):
 
     def forward(self, h, c, fwd, bwd):
         """One tick of all A*C LSTMs. h, c: (B, A, C, N); fwd: (B, A, M); bwd: (B, C, M)."""
-        gates = self.from_h(h) + self.from_fwd(fwd)[:, :, None] + self.from_bwd(bwd)[:, None]
+        gates = affine(h, self.from_h) + affine(fwd, self.from_fwd)[:, :, None]
+        gates = gates + affine(bwd, self.from_bwd)[:, None]
         n = h.shape[-1]
         i, f, o = torch.sigmoid(gates[..., : 3 * n]).chunk(3, dim=-1)  # each (B, A, C, N)
         c = f * c + i * torch.tanh(gates[..., 3 * n :])
         h = o * torch.tanh(c)
         # f_fwd, f_bwd are affine, so the mean of the messages is the message of the mean state.
-        return h, c, self.to_fwd(h.mean(dim=1)), self.to_bwd(h.mean(dim=2))  # (B,C,M), (B,A,M)
+        # (B, C, M), (B, A, M)
+        return h, c, affine(h.mean(dim=1), self.to_fwd), affine(h.mean(dim=2), self.to_bwd)
 
 
 @dataclass
@@ -89,8 +112,12 @@ class VSML(nn.Module):
         forget_bias: float,
         input_bias: float,
         state_init_scale: float,
+        cloned: bool = False,
+        clone_scale: float = 4.0,
+        state_clip: float = 4.0,
     ):
         super().__init__()
+        self.cloned, self.clone_scale, self.state_clip = cloned, clone_scale, state_clip
         self.sizes, self.n, self.m = list(sizes), state_size, msg_size
         self.ticks, self.backward_pass, self.state_init_scale = ticks, backward_pass, state_init_scale
         num_cells = 1 if share_layers else len(sizes) - 1
@@ -109,18 +136,32 @@ class VSML(nn.Module):
             shape = (batch, a, b, self.n)
             h.append(torch.zeros(shape, device=p.device, dtype=p.dtype))
             noise = torch.randn(shape, generator=generator, dtype=p.dtype)
-            c.append(self.state_init_scale * noise.to(p.device))
+            scale = 0.0 if self.cloned else self.state_init_scale  # cloned: w = b = 0 at the start
+            c.append(scale * noise.to(p.device))
             fwd.append(torch.zeros(batch, a, self.m, device=p.device, dtype=p.dtype))
             bwd.append(torch.zeros(batch, b, self.m, device=p.device, dtype=p.dtype))
         return State(h, c, fwd, bwd)
 
     def predict(self, state: State, x: torch.Tensor) -> tuple[State, torch.Tensor]:
         """Feed inputs x (B, D); return the new state and logits (B, classes). No label is seen."""
-        return self._sweep(state, x, error=None)
+        new_state, logits = self._sweep(state, x, error=None)
+        if self.cloned:  # forward computation only reads the weights (App. B.3.1: state frozen)
+            return state, logits
+        return new_state, logits
 
     def learn(self, state: State, x: torch.Tensor, logits: torch.Tensor, label: torch.Tensor) -> State:
         """Feed back the outcome of the last prediction: x (B, D), its logits, label (B,) int."""
         error = F.softmax(logits, dim=-1) - F.one_hot(label, logits.shape[-1]).to(logits.dtype)
+        return self.learn_from_error(state, x, error)
+
+    def learn_from_error(self, state: State, x: torch.Tensor, error: torch.Tensor) -> State:
+        """Feed back an error (B, classes) at the outputs for input x (B, D)."""
+        if self.cloned:  # one backward sweep; keep only the two dims that hold (w, b)
+            state, _ = self._sweep(state, x, error=error)
+            clip = self.state_clip
+            c = [F.pad(ck[..., :2].clamp(-clip, clip), (0, self.n - 2)) for ck in state.c]
+            return State([torch.zeros_like(hk) for hk in state.h], c, state.fwd,
+                         [torch.zeros_like(b) for b in state.bwd])
         if self.backward_pass:
             state, _ = self._sweep(state, x, error=error)
             state.bwd[-1] = torch.zeros_like(state.bwd[-1])  # the error was consumed
