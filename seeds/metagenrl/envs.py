@@ -40,7 +40,7 @@ class EnvPool:
             self.envs = [gym.wrappers.TimeLimit(e.unwrapped, max_episode_steps) for e in self.envs]
         self.obs_dims = [e.observation_space.shape[0] for e in self.envs]
         self.act_dims = [e.action_space.shape[0] for e in self.envs]
-        self.horizons = [e.spec.max_episode_steps or 1000 for e in self.envs]
+        self.horizons = [max_episode_steps or e.spec.max_episode_steps or 1000 for e in self.envs]
         self.E, self.obs_dim, self.act_dim = len(self.envs), max(self.obs_dims), max(self.act_dims)
         self.act_mask = np.zeros((self.E, self.act_dim), np.float32)
         for i, d in enumerate(self.act_dims):

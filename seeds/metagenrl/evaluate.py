@@ -72,6 +72,11 @@ def train_fresh(mod, env, budget, agent_kwargs, objective, device, seed):
     for step in range(steps):
         replay.add(pool.step(agents.act(pool.obs, step)))
         agents.update(replay, objective)  # meta-test: the objective is frozen, no DPG annealing
+        if (step + 1) % max(steps // 5, 1) == 0:
+            recent = [f[-1] for f in pool.finished if f]
+            name = "td3" if objective is None else "learned objective"
+            print(f"{name}: step {step + 1}/{steps}, last episode returns {np.round(recent, 1).tolist()}",
+                  flush=True)
     return before, greedy_returns(agents.act, env, n, eps, mes)
 
 
@@ -107,7 +112,8 @@ def evaluate(out, scale, seed, device):
     mod, objective, ckpt = load(out, device)
     if env in ckpt["train_envs"]:
         raise EvalError(f"the held-out environment {env} was used in meta-training ({ckpt['train_envs']})")
-    metrics, kw = {"heldout_env": env, "steps": budget["steps"], "agents": budget["agents"]}, ckpt["agent_kwargs"]
+    kw = ckpt["agent_kwargs"]
+    metrics = {"heldout_env": env, "steps": budget["steps"], "agents": budget["agents"]}
     eval_seed = ENV_SEED + 1000 * seed  # fresh agents differ per training seed, envs do not
     t = time.time()
     before, after = train_fresh(mod, env, budget, kw, objective, device, eval_seed)

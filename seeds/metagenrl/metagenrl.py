@@ -191,7 +191,7 @@ class Agents(nn.Module):
             a2 = self.pi(b["next_obs"], net=self.targ["policy"])
             noise = (torch.randn_like(a2) * self.target_noise).clamp(-self.noise_clip, self.noise_clip)
             a2 = (a2 + noise).clamp(-1, 1) * self.act_mask.unsqueeze(1)
-            q_next = torch.min(self.q(self.targ["q1"], b["next_obs"], a2), self.q(self.targ["q2"], b["next_obs"], a2))
+            q_next = torch.min(*(self.q(self.targ[k], b["next_obs"], a2) for k in ("q1", "q2")))
             y = b["rew"] + self.gamma * (1 - b["term"]) * q_next
         err = [(self.q(net, b["obs"], b["act"]) - y) ** 2 for net in (self.q1, self.q2)]
         loss = (err[0] + err[1]).mean(1).sum()  # sum over agents
@@ -228,8 +228,8 @@ class Agents(nn.Module):
         a_pi = self.pi(w["obs"].reshape(E, B * L, -1), params).reshape(E * B, L, -1)
         a_buf = w["act"].reshape(E * B, L, -1)
         mask = self.act_mask.view(E, 1, 1, -1).expand(E, B, L, -1).reshape(E * B, L, -1)
-        l = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask)  # (E*B, L)
-        return l.view(E, B, L).sum(-1).mean(-1)
+        losses = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask)  # (E*B, L)
+        return losses.view(E, B, L).sum(-1).mean(-1)
 
     def policy_update(self, replay, objective=None, dpg_weight=0.0, meta=False):
         """One Adam step of the policies on grad_phi L_alpha, or on -grad_phi Q (DPG) when no objective
@@ -245,7 +245,8 @@ class Agents(nn.Module):
         meta_out = None
         if objective is not None and (dpg_weight < 1 or meta):
             w = replay.sample_windows(self.window_batch, self.window, dev)
-            inputs = self.objective_inputs(w, torch.as_tensor(replay.reward_std(), device=dev, dtype=torch.float32))
+            reward_std = torch.as_tensor(replay.reward_std(), device=dev, dtype=torch.float32)
+            inputs = self.objective_inputs(w, reward_std)
             inner = self.objective_loss(objective, w, inputs, params).sum()  # sum over agents
             g_obj = torch.autograd.grad(inner, list(params.values()), create_graph=meta)
             if meta:

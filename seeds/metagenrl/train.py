@@ -129,7 +129,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--device", default="auto", help="auto = cuda if available, else cpu")
-    p.add_argument("--steps", type=int, default=0, help="override the scale's steps (e.g. to try `full` on CPU)")
+    p.add_argument("--steps", type=int, default=0, help="override the scale's steps (to try `full` on CPU)")
     cli = p.parse_args()
     torch.set_num_threads(1)
     args = dataclasses.replace(Args(), **SCALES[cli.scale])
