@@ -42,6 +42,8 @@ from scientist.workspace import Workspace
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
 NOTEBOOK = "notebook.md"  # the lab notebook, for people (the LLM gets it within a token budget)
 PRISTINE = "seed"  # the baseline's files, exported for resume (the run's own copy of the seed)
+MODEL_NEEDED = ("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or `model = ...` in the "
+                "config file (e.g. gpt-4o, anthropic/claude-sonnet-4-5, or openai/NAME with --api-base)")
 
 
 class Stop(Exception):
@@ -79,9 +81,7 @@ class Run:
             config.time_budget = scale.time_budget
         config.proposer = config.proposer or ("llm" if config.model else "offline")
         if config.proposer == "llm" and not config.model:
-            raise ScientistError("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or "
-                                 "`model = ...` in the config file (e.g. gpt-4o, "
-                                 "anthropic/claude-sonnet-4-5, or openai/NAME with --api-base)")
+            raise ScientistError(MODEL_NEEDED)
         run_id = config.run_id or f"{datetime.now():%Y%m%d-%H%M%S}-{seed.name}"
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", run_id):
             raise ScientistError(f"run id {run_id!r}: use letters, digits, '_', '.', '-' "
@@ -121,7 +121,7 @@ class Run:
     @classmethod
     def _assemble(cls, run_dir: Path, config: RunConfig, seed: Seed, archive: Archive,
                   console: Console) -> Run:
-        proposer = _make_proposer(config, seed, run_dir, archive, console)
+        proposer = _make_proposer(config, seed, run_dir, archive)
         policy = make_policy(config.selection, buckets=config.fme_buckets,
                              temperature=config.fme_temperature, capacity=config.fme_capacity)
         gate: Gate = TerminalGate(console) if config.approve else AutoGate()
@@ -260,7 +260,7 @@ class Run:
             v = self.archive.new_variant(parent.id, k, status=INVALID, error=error,
                                          proposer=self.proposer.name, finished_at=time.time())
             self.progress.line(k, f"{v.name} from {parent.name}: [red]invalid proposal[/] — "
-                                  f"{error.splitlines()[0]}{self._usage_note(k)}")
+                                  f"{(error.splitlines() or [type(e).__name__])[0]}{self._usage_note(k)}")
             return
         self._used(parent, repair)
         diff = unified_diff(files, {**files, **new_files})
@@ -376,15 +376,12 @@ class Run:
         self.archive.close()
 
 
-def _make_proposer(config: RunConfig, seed: Seed, run_dir: Path, archive: Archive,
-                   console: Console) -> Proposer:
+def _make_proposer(config: RunConfig, seed: Seed, run_dir: Path, archive: Archive) -> Proposer:
     name = config.proposer or ("llm" if config.model else "offline")
     if name != "llm":
         return make_proposer(name)
     if not config.model:
-        raise ScientistError("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or "
-                             "`model = ...` in the config file (e.g. gpt-4o, "
-                             "anthropic/claude-sonnet-4-5, openai/NAME with --api-base)")
+        raise ScientistError(MODEL_NEEDED)
     settings = LLMSettings(model=config.model, api_base=config.api_base, api_key_env=config.api_key_env,
                            temperature=config.temperature, max_output_tokens=config.max_output_tokens,
                            timeout=config.llm_timeout, retries=config.llm_retries,
