@@ -36,6 +36,7 @@ LATEST = f"{REPO}:latest"
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 CONTAINER_UID = 10001  # the image's unprivileged user; steps run as it when the host user is root
 LABEL_HASH, LABEL_BASE, LABEL_TORCH = "scientist.hash", "scientist.base", "scientist.torch"
+LABEL_STAGE = "scientist.stage-of"  # on the untagged build stage: the digest it was built for
 TORCH_PIN, TORCH_BASE = "pin", "base"
 
 
@@ -195,7 +196,8 @@ def build(docker_client, base: str | None = None, torch: str | None = None,
         try:
             image, lines = docker_client.images.build(
                 path=str(ctx), tag=want.tag, buildargs={"BASE": want.base,
-                                                        "UID": str(CONTAINER_UID)},
+                                                        "UID": str(CONTAINER_UID),
+                                                        "INPUTS": want.digest},
                 labels=labels, network_mode="none", rm=True, forcerm=True, pull=False)
         except docker.errors.BuildError as e:
             tail = "".join(str(x.get("stream", x.get("error", ""))) for x in e.build_log)[-3000:]
@@ -204,7 +206,31 @@ def build(docker_client, base: str | None = None, torch: str | None = None,
             raise ScientistError(f"image build failed: {_short(e)}") from None
     image.tag(REPO, "latest")
     log(f"built {want.tag}; tagged {LATEST}")
+    freed = remove_old_stages(docker_client, keep=want.digest)
+    if freed:
+        log(f"removed {len(freed)} build stage(s) of earlier inputs")
     return want
+
+
+def remove_old_stages(docker_client, keep: str) -> list[str]:
+    """Remove the untagged build stages left by builds for inputs other than `keep`.
+
+    Each multi-stage build leaves its first stage behind (1-2 GB with torch); the one of
+    the current inputs is the cache of a rebuild, the others are never used again. An
+    image still used by a container or as a parent is left alone. Returns the ids removed.
+    """
+    import docker.errors
+
+    removed = []
+    for img in docker_client.images.list(filters={"label": LABEL_STAGE, "dangling": True}):
+        if (img.labels or {}).get(LABEL_STAGE) == keep:
+            continue
+        try:
+            docker_client.images.remove(img.id, noprune=False)
+            removed.append(img.id)
+        except docker.errors.APIError:
+            pass
+    return removed
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

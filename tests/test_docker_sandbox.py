@@ -391,3 +391,29 @@ def test_an_image_is_stale_once_a_seed_needs_more(docker_client, tmp_path):
     st = status(docker_client, seeds)
     assert st.present and not st.current
     assert "is stale" in st.describe() and "scientist sandbox build" in st.describe()
+
+
+def test_a_build_removes_the_build_stages_of_earlier_inputs(docker_client):
+    """Every build leaves its untagged first stage (1-2 GB with torch): the one of the
+    current inputs is the next build's cache and stays, those of earlier inputs go."""
+    import io
+
+    from scientist.image import LABEL_STAGE, LATEST, remove_old_stages
+
+    def stage(of: str) -> str:
+        df = f"FROM {LATEST}\nLABEL {LABEL_STAGE}={of} scientist.test=stage-cleanup\n"
+        image, _ = docker_client.images.build(fileobj=io.BytesIO(df.encode()), rm=True,
+                                              pull=False, network_mode="none")
+        return image.id
+
+    old, current = stage("0000old"), stage("1111current")
+    try:
+        assert not docker_client.images.get(old).tags  # untagged, like a build stage
+        removed = remove_old_stages(docker_client, keep="1111current")
+        assert old in removed and current not in removed
+        ids = {i.id for i in docker_client.images.list(filters={"label": LABEL_STAGE})}
+        assert old not in ids and current in ids
+        assert docker_client.images.get(LATEST)  # the tagged image itself is untouched
+    finally:
+        for i in docker_client.images.list(filters={"label": "scientist.test=stage-cleanup"}):
+            docker_client.images.remove(i.id, force=True)
