@@ -152,7 +152,7 @@ def train(args, scale, seed, out, device):
     torch.manual_seed(seed)
     budget = tasks.BUDGET[scale]
     result, logs = {}, {}
-    for task in tasks.TASKS:
+    for task in tasks.TASKS + tasks.ABLATIONS:
         buf, kwargs, log, done = run_task(task, args, budget, seed, device)
         result[task] = {"model_kwargs": kwargs, "weights": buf.w, "fitness": buf.fitness().float(),
                         "executions": done}
