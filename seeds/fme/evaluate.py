@@ -9,7 +9,9 @@ the solutions FME would execute next, and each is executed for L steps (self-mod
 acts, through the variant's srwm.py) on environment seeds from [2^30, 2^31), which training
 never uses. The task score is the mean score of those executions (average reward per step for
 the bandits, average episode return for CartPole, see tasks.py); `best_*` executes the single
-solution of highest training fitness on the same seeds.
+solution of highest training fitness on the same seeds; `*_frozen_score` executes the drawn
+solutions with every self-modification discarded (diagnostic: does self-modifying while acting
+help the policy within an execution?).
 
 The fitness `fme_score` is the mean over the three tasks of score / best possible score.
 The hill-climbing baseline (hillclimb.py) gets the same budget of executions of the same
@@ -84,6 +86,11 @@ def heldout_scores(step_fn, weights, fitness, task, scale, device, seed_offset, 
     return drawn, top, perturbed
 
 
+def without_state_updates(step_fn):
+    """step_fn whose new state is discarded: the solutions act but never change themselves."""
+    return lambda state, x: (state, step_fn(state, x)[1])
+
+
 def evaluate(out: Path, scale: str, seed: int, device) -> dict:
     start = time.time()
     ckpt = load(out)
@@ -109,6 +116,11 @@ def evaluate(out: Path, scale: str, seed: int, device) -> dict:
         metrics[f"{task}_score"] = float(drawn.mean())
         metrics[f"{task}_score_se"] = float(drawn.std() / math.sqrt(len(drawn)))
         metrics[f"{task}_best_score"] = float(top.mean())
+        # the same drawn solutions executed with their self-modifications discarded at every step:
+        # does changing themselves while acting help (above the score) or only drift (below)?
+        frozen, _, _ = heldout_scores(without_state_updates(net.step), weights, fitness, task, scale,
+                                      device, 1000 * t)
+        metrics[f"{task}_frozen_score"] = float(frozen.mean())
         metrics[f"{task}_buffer_size"] = len(fitness)
         # baseline: hill climbing, same budget, same selection, sigma tuned on training seeds
         runs = hillclimb.hill_climb(task, HC_SIGMAS[scale], budget, HC_PARALLEL[scale], seed, device)

@@ -47,7 +47,7 @@ OBS_SIZE = {"bandit": 0, "swap_bandit": 0, "swap_bandit_noreward": 0, "cartpole"
 NUM_ACTIONS = {"bandit": 2, "swap_bandit": 2, "swap_bandit_noreward": 2, "cartpole": 2}
 # The best possible score per execution, to put the tasks on one scale in the fitness.
 MAX_SCORE = {"bandit": 1.0, "swap_bandit": 1.0, "swap_bandit_noreward": 1.0, "cartpole": 500.0}
-PREV_ACTION = {"bandit": True, "swap_bandit": True, "swap_bandit_noreward": True, "cartpole": False}
+PREV_ACTION = {"bandit": False, "swap_bandit": True, "swap_bandit_noreward": True, "cartpole": False}
 REWARD_INPUT = {"bandit": True, "swap_bandit": True, "swap_bandit_noreward": False, "cartpole": True}
 SWAP_PROB = 0.02  # swap bandit: expected 50 steps between swaps of the good arm
 
