@@ -13,13 +13,12 @@ Tasks (all discrete-action, run as B independent copies in parallel):
   not adapt to the reward it receives scores 0.5 in expectation.
 - `cartpole`: gymnasium's CartPole-v1 (vectorised), episodes of at most 500 steps, reset
   automatically within an execution.
-
 - `swap_bandit_noreward`: the swap bandit with the reward input fed as 0, the ablation of
   sec. 7.4 ("if this reward is not fed as an input, the policy fails to adapt"). It is trained
   and evaluated beside the three tasks but is not part of the fitness.
 
 Input x_t of a solution at step t: [observation, a_{t-1} one-hot (swap bandits only), r_{t-1}, 1];
-the reward is the feedback signal of Alg. 12, the constant 1 a bias, and every entry is 0 at t = 0.
+the reward is the feedback signal of Alg. 12, the constant 1 a bias; a_{t-1} and r_{t-1} are 0 at t = 0.
 Bandits have an empty observation. The swap bandits also get the previous action, as meta-RL
 bandit learners usually do (Wang et al. 2016, Duan et al. 2016; SymLA, thesis ch. 4): actions
 are sampled here, outside the network, so without a_{t-1} a solution cannot tell which arm

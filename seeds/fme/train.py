@@ -2,9 +2,10 @@
 
     python train.py --scale smoke --seed 0 --out OUTDIR [--device cpu|cuda]
 
-For each task of tasks.TASKS, independently: start from one randomly initialised solution phi
-(a stack of self-referential weight matrices, srwm.py). Repeat until the task's budget of
-executions (tasks.BUDGET) is spent:
+For each task of tasks.TASKS and each ablation of tasks.ABLATIONS (the swap bandit without the
+reward input, which the evaluator reports beside the fitness), independently: start from one
+randomly initialised solution phi (a stack of self-referential weight matrices, srwm.py).
+Repeat until the task's budget of executions (tasks.BUDGET) is spent:
   1. sample `parallel` solutions from the buffer, monotonically in their performance
      (bucketed LRU buffer, better buckets exponentially more often: `Buffer.sample`);
   2. execute each for L steps in the task; the solution modifies its own weights while acting;
