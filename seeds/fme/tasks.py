@@ -23,8 +23,10 @@ Bandits have an empty observation. The swap bandits also get the previous action
 bandit learners usually do (Wang et al. 2016, Duan et al. 2016; SymLA, thesis ch. 4): actions
 are sampled here, outside the network, so without a_{t-1} a solution cannot tell which arm
 earned r_{t-1}, and learning which arm is good from the reward needs exactly that. The fixed-
-policy tasks keep the thesis's inputs [observation, r_{t-1}, 1]. A zeroed input is the same as
-a missing one (psi(0) = 0 in Eq. 7.1), so the ablation only differs in the reward.
+policy tasks keep the thesis's inputs [observation, r_{t-1}, 1]. The ablation feeds the reward
+as 0, which carries no information about it; the network keeps the same shape, so the reward's
+column of the first W still takes part in the self-modification through psi(k), psi(q)
+(Eq. 7.2-7.4), one key/query dimension with no input behind it.
 
 Score of one execution of L steps: the average reward per step for the bandits; for CartPole,
 whose reward is 1 on every step the pole is up, the average return per episode started in the
