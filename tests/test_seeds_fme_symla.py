@@ -74,3 +74,25 @@ def test_symla_is_equivariant_to_arm_permutations_and_runs_on_any_arm_count():
         _, out = agent.step(agent.init_state(theta, 3, 1, arms, gen), torch.ones(1, 3, 1),
                             torch.zeros(1, 3, arms), torch.zeros(1, 3), torch.zeros(1, 3))
         assert out.shape == (1, 3, arms)
+
+
+def test_fme_swap_bandit_inputs_and_reward_ablation():
+    tasks = load("fme", "tasks")
+    seen = {}
+
+    def step_fn(task):
+        def step(state, x):
+            seen.setdefault(task, []).append(x.clone())
+            return state, torch.tensor([[0.0, 50.0]]).expand(x.shape[0], 2)  # always arm 1
+        return step
+
+    for task in ("swap_bandit", "swap_bandit_noreward", "bandit"):
+        tasks.execute(step_fn(task), torch.zeros(3, 1), task, 30, seed=1)
+    xs = torch.stack(seen["swap_bandit"])  # (T, B, [a0, a1, r, 1])
+    assert xs.shape[-1] == tasks.input_size("swap_bandit") == 4
+    assert (xs[0] == torch.tensor([0.0, 0.0, 0.0, 1.0])).all(), "nothing before the first step"
+    assert (xs[1:, :, :2] == torch.tensor([0.0, 1.0])).all(), "the previous action, one-hot"
+    assert set(xs[1:, :, 2].unique().tolist()) == {0.0, 1.0}, "arm 1 pays sometimes, not always"
+    xn = torch.stack(seen["swap_bandit_noreward"])
+    assert (xn[:, :, 2] == 0).all() and (xn[1:, :, :2] == xs[1:, :, :2]).all(), "only the reward is removed"
+    assert torch.stack(seen["bandit"]).shape[-1] == 2, "the plain bandit keeps the thesis's [r, 1]"

@@ -13,9 +13,20 @@ Tasks (all discrete-action, run as B independent copies in parallel):
   not adapt to the reward it receives scores 0.5 in expectation.
 - `cartpole`: gymnasium's CartPole-v1 (vectorised), episodes of at most 500 steps, reset
   automatically within an execution.
+- `swap_bandit_noreward`: the swap bandit with the reward input fed as 0, the ablation of
+  sec. 7.4 ("if this reward is not fed as an input, the policy fails to adapt"). It is trained
+  and evaluated beside the three tasks but is not part of the fitness.
 
-Input x_t of a solution at step t (every task): [observation, r_{t-1}, 1]; the reward is the
-feedback signal of Alg. 12, the constant 1 a bias. Bandits have an empty observation.
+Input x_t of a solution at step t: [observation, a_{t-1} one-hot (swap bandits only), r_{t-1}, 1];
+the reward is the feedback signal of Alg. 12, the constant 1 a bias; a_{t-1} and r_{t-1} are 0 at t = 0.
+Bandits have an empty observation. The swap bandits also get the previous action, as meta-RL
+bandit learners usually do (Wang et al. 2016, Duan et al. 2016; SymLA, thesis ch. 4): actions
+are sampled here, outside the network, so without a_{t-1} a solution cannot tell which arm
+earned r_{t-1}, and learning which arm is good from the reward needs exactly that. The fixed-
+policy tasks keep the thesis's inputs [observation, r_{t-1}, 1]. The ablation feeds the reward
+as 0, which carries no information about it; the network keeps the same shape, so the reward's
+column of the first W still takes part in the self-modification through psi(k), psi(q)
+(Eq. 7.2-7.4), one key/query dimension with no input behind it.
 
 Score of one execution of L steps: the average reward per step for the bandits; for CartPole,
 whose reward is 1 on every step the pole is up, the average return per episode started in the
@@ -29,10 +40,16 @@ import numpy as np
 import torch
 
 TASKS = ("bandit", "swap_bandit", "cartpole")
-OBS_SIZE = {"bandit": 0, "swap_bandit": 0, "cartpole": 4}
-NUM_ACTIONS = {"bandit": 2, "swap_bandit": 2, "cartpole": 2}
+# The reward-input ablation of sec. 7.4 (Fig. 7.4): the swap bandit with r_{t-1} fed as 0.
+# It is trained and evaluated beside the tasks but is not part of the fitness.
+ABLATIONS = ("swap_bandit_noreward",)
+ABLATION_OF = {"swap_bandit_noreward": "swap_bandit"}  # evaluated on the same held-out seeds
+OBS_SIZE = {"bandit": 0, "swap_bandit": 0, "swap_bandit_noreward": 0, "cartpole": 4}
+NUM_ACTIONS = {"bandit": 2, "swap_bandit": 2, "swap_bandit_noreward": 2, "cartpole": 2}
 # The best possible score per execution, to put the tasks on one scale in the fitness.
-MAX_SCORE = {"bandit": 1.0, "swap_bandit": 1.0, "cartpole": 500.0}
+MAX_SCORE = {"bandit": 1.0, "swap_bandit": 1.0, "swap_bandit_noreward": 1.0, "cartpole": 500.0}
+PREV_ACTION = {"bandit": False, "swap_bandit": True, "swap_bandit_noreward": True, "cartpole": False}
+REWARD_INPUT = {"bandit": True, "swap_bandit": True, "swap_bandit_noreward": False, "cartpole": True}
 SWAP_PROB = 0.02  # swap bandit: expected 50 steps between swaps of the good arm
 
 # Budget per scale: L = steps per execution (thesis App. E.1: 1000) and executions per task.
@@ -46,7 +63,7 @@ HELDOUT_SEED_BASE = 2**30
 
 
 def input_size(task: str) -> int:
-    return OBS_SIZE[task] + 2
+    return OBS_SIZE[task] + NUM_ACTIONS[task] * PREV_ACTION[task] + 2
 
 
 class BanditEnv:
@@ -96,7 +113,7 @@ class CartPoleEnv:
 def make_env(task: str, batch: int, seed: int):
     if task == "cartpole":
         return CartPoleEnv(batch, seed)
-    return BanditEnv(batch, seed, swap=task == "swap_bandit")
+    return BanditEnv(batch, seed, swap=task.startswith("swap_bandit"))
 
 
 @torch.no_grad()
@@ -114,19 +131,23 @@ def execute(step_fn, state, task: str, steps: int, seed: int, device="cpu"):
     gen = torch.Generator(device=device).manual_seed(seed)
     obs = env.reset()
     prev_r = np.zeros(batch, dtype=np.float32)
+    prev_a = torch.zeros(batch, NUM_ACTIONS[task], device=device)  # one-hot a_{t-1}; none before t = 0
     total = np.zeros(batch)
     episodes = np.ones(batch)  # episodes started (the first one at reset)
     ones = torch.ones(batch, 1, device=device)
     for t in range(steps):
-        r = torch.from_numpy(prev_r).to(device)[:, None]
-        x = torch.cat([torch.from_numpy(obs).to(device), r, ones], 1)  # (B, input_size)
+        r = torch.from_numpy(prev_r).to(device)[:, None] * float(REWARD_INPUT[task])
+        x = torch.cat([torch.from_numpy(obs).to(device), prev_a[:, :NUM_ACTIONS[task] * PREV_ACTION[task]],
+                       r, ones], 1)  # (B, input_size)
         state, logits = step_fn(state, x)
         logits = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)
         if logits.shape != (batch, NUM_ACTIONS[task]):
             raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)}, "
                              f"expected {(batch, NUM_ACTIONS[task])}")
         u = torch.rand(logits.shape, generator=gen, device=device).clamp_(1e-9, 1 - 1e-9)
-        actions = (logits - torch.log(-torch.log(u))).argmax(-1).cpu().numpy()  # Gumbel-max sample
+        a = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sample
+        prev_a = torch.nn.functional.one_hot(a, NUM_ACTIONS[task]).float()
+        actions = a.cpu().numpy()
         obs, prev_r, done = env.step(actions)
         total += prev_r
         episodes += done & (t < steps - 1)  # an episode ending on the last step starts no new one

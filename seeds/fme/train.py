@@ -2,9 +2,10 @@
 
     python train.py --scale smoke --seed 0 --out OUTDIR [--device cpu|cuda]
 
-For each task of tasks.TASKS, independently: start from one randomly initialised solution phi
-(a stack of self-referential weight matrices, srwm.py). Repeat until the task's budget of
-executions (tasks.BUDGET) is spent:
+For each task of tasks.TASKS and each ablation of tasks.ABLATIONS (the swap bandit without the
+reward input, which the evaluator reports beside the fitness), independently: start from one
+randomly initialised solution phi (a stack of self-referential weight matrices, srwm.py).
+Repeat until the task's budget of executions (tasks.BUDGET) is spent:
   1. sample `parallel` solutions from the buffer, monotonically in their performance
      (bucketed LRU buffer, better buckets exponentially more often: `Buffer.sample`);
   2. execute each for L steps in the task; the solution modifies its own weights while acting;
@@ -152,7 +153,7 @@ def train(args, scale, seed, out, device):
     torch.manual_seed(seed)
     budget = tasks.BUDGET[scale]
     result, logs = {}, {}
-    for task in tasks.TASKS:
+    for task in tasks.TASKS + tasks.ABLATIONS:
         buf, kwargs, log, done = run_task(task, args, budget, seed, device)
         result[task] = {"model_kwargs": kwargs, "weights": buf.w, "fitness": buf.fitness().float(),
                         "executions": done}
