@@ -7,15 +7,16 @@ of tokens holds every transition (s, a, r, d, s') of tau, and the output at toke
 distribution over a_i. Weights stay frozen at meta-test; learning happens in the context.
 
 Random projections (thesis sec. 6.2, "Training on broad task distributions"): every
-sequence (and every meta-test run) draws W_s in R^{64 x d_s} and W_a in R^{16 x d_a}. The
-model sees W_s s (after in-context normalisation) and W_a a; it outputs a diagonal Gaussian
+sequence (and every meta-test run) draws W_s in R^{64 x d_s} and W_a in R^{16 x d_a}, dense
+Gaussian (the thesis) or signed permutations (a cheaper member of the family, used at smoke).
+The model sees W_s s (after in-context normalisation) and W_a a; it outputs a diagonal Gaussian
 over u in R^16, and the environment receives a = W_a^+ u (pseudo-inverse). So one network
 acts in environments with any observation and action dimensionality.
 
 In-context normalisation: observations are standardised with the mean and variance of the
-observations seen so far in the context, rewards divided by the running root mean square of
-the rewards seen so far. Both are functions of tau only, computed causally, identically in
-training (cumulative sums) and at meta-test (running sums), so the agent needs no
+observations seen so far in the context, rewards likewise (rew_norm="std") or divided by their
+running root mean square ("rms"). Both are functions of tau only, computed causally, identically
+in training (cumulative sums) and at meta-test (running sums), so the agent needs no
 environment-specific constants.
 """
 
