@@ -29,9 +29,9 @@ def check_symmetric_kl():
             assert torch.allclose(ours[b, i], ref, rtol=1e-3, atol=1e-4), (ours[b, i], ref)
 
 
-def check_tokens_and_cache():
+def check_tokens_and_cache(proj="gaussian", pos_emb=False, rew_norm="std"):
     T, d_s, d_a = 20, 4, 2
-    model = gla.GLA(max_len=T).eval()
+    model = gla.GLA(max_len=T, proj=proj, pos_emb=pos_emb, rew_norm=rew_norm).eval()
     obs = torch.randn(T, d_s) * torch.tensor([1.0, 10.0, 0.01, 3.0]) + 2
     rew, term = torch.randn(T), (torch.rand(T) < 0.2).float()
     agent = gla.InContextAgent(model, d_s, d_a, 1, seed=5, device=torch.device("cpu"))
@@ -54,7 +54,7 @@ def check_tokens_and_cache():
     new_ep = prev(term)
     new_ep[0] = 1.0
     tokens = gla.sequence_tokens(obs, prev(torch.stack(acts)), prev(rew), new_ep, prev(term),
-                                 agent.w_s[0], agent.w_a[0])
+                                 agent.w_s[0], agent.w_a[0], model.rew_norm)
     assert torch.allclose(tokens, torch.stack(seen), atol=1e-4), (tokens - torch.stack(seen)).abs().max()
     full, _, _ = model(tokens[None])
     caches, steps = None, []
@@ -71,4 +71,5 @@ if __name__ == "__main__":
     print("ok: symmetric KL matches torch.distributions")
     with torch.no_grad():
         check_tokens_and_cache()
+        check_tokens_and_cache("signperm", True, "rms")
     print("ok: training tokens == meta-test tokens; cached forward == full causal forward")

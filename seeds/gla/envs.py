@@ -17,24 +17,28 @@ import numpy as np
 # small PointGoal tasks registered below.
 CLASSIC = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"]
 MUJOCO = ["Ant-v5", "HalfCheetah-v5", "Reacher-v5", "InvertedPendulum-v5", "Hopper-v5"]
-POINT_GOAL = [f"PointGoal{k}-v0" for k in range(8)]
+POINT_GOAL = [f"PointGoal{k}-v0" for k in range(8)] + ["PointGoal3D-v0"]
 
 
 class PointGoal(gym.Env):
-    """A point in [-1, 1]^2 must reach a goal it cannot see, guided by the reward -|x - goal| alone.
+    """A point in [-1, 1]^n must reach a goal it cannot see, guided by the reward -|x - goal| alone.
 
-    The goal sits at radius 0.8 and the given angle; episodes last 25 steps. A cheap task with
-    short episodes whose solution has to be found from rewards, one goal per registered id.
+    The goal sits at radius 0.8, in the plane at the given angle (PointGoal0-7) or along a given
+    direction (PointGoal3D: the diagonal (1, -1, 1) of the cube, a third dimension and a goal off
+    every axis); episodes last 25 steps. A cheap task with short episodes whose solution has to be
+    found from rewards, one goal per registered id.
     """
 
-    def __init__(self, angle: float):
-        self.goal = 0.8 * np.array([np.cos(angle), np.sin(angle)])
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), dtype=np.float32)
+    def __init__(self, angle: float = 0.0, direction=None):
+        d = np.array([np.cos(angle), np.sin(angle)]) if direction is None else np.asarray(direction, float)
+        self.goal = 0.8 * d / np.linalg.norm(d)
+        n = len(self.goal)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
-        self.x = self.np_random.uniform(-0.1, 0.1, 2)
+        self.x = self.np_random.uniform(-0.1, 0.1, len(self.goal))
         return self.x.astype(np.float32), {}
 
     def step(self, action):
@@ -42,9 +46,12 @@ class PointGoal(gym.Env):
         return self.x.astype(np.float32), -float(np.linalg.norm(self.x - self.goal)), False, False, {}
 
 
-for _k, _id in enumerate(POINT_GOAL):
+for _k, _id in enumerate(POINT_GOAL[:8]):
     if _id not in gym.registry:
         gym.register(_id, entry_point=PointGoal, kwargs={"angle": 2 * np.pi * _k / 8}, max_episode_steps=25)
+if "PointGoal3D-v0" not in gym.registry:
+    gym.register("PointGoal3D-v0", entry_point=PointGoal, kwargs={"direction": (1.0, -1.0, 1.0)},
+                 max_episode_steps=25)
 
 
 class Env:

@@ -35,7 +35,8 @@ from envs import Lanes
 from ppo import PPOConfig, run_ppo
 
 # Held-out environments (never in train.py's meta-training lists), steps per lane, lanes, PPO runs.
-HELDOUT = {"test": ["CartPole-v1"], "smoke": ["CartPole-v1"],
+# smoke: a 3-D PointGoal (new dimensionality, goal off every axis) after classic control and 2-D PointGoals
+HELDOUT = {"test": ["PointGoal3D-v0"], "smoke": ["PointGoal3D-v0"],
            # thesis Fig. 6.5 after Ant: Reacher, HalfCheetah, DMC Cartpole (no dm_control here: the
            # MuJoCo InvertedPendulum is the cart-pole stand-in)
            "full": ["Reacher-v5", "HalfCheetah-v5", "InvertedPendulum-v5"]}

@@ -7,15 +7,16 @@ of tokens holds every transition (s, a, r, d, s') of tau, and the output at toke
 distribution over a_i. Weights stay frozen at meta-test; learning happens in the context.
 
 Random projections (thesis sec. 6.2, "Training on broad task distributions"): every
-sequence (and every meta-test run) draws W_s in R^{64 x d_s} and W_a in R^{16 x d_a}. The
-model sees W_s s (after in-context normalisation) and W_a a; it outputs a diagonal Gaussian
+sequence (and every meta-test run) draws W_s in R^{64 x d_s} and W_a in R^{16 x d_a}, dense
+Gaussian (the thesis) or signed permutations (a cheaper member of the family, used at smoke).
+The model sees W_s s (after in-context normalisation) and W_a a; it outputs a diagonal Gaussian
 over u in R^16, and the environment receives a = W_a^+ u (pseudo-inverse). So one network
 acts in environments with any observation and action dimensionality.
 
 In-context normalisation: observations are standardised with the mean and variance of the
-observations seen so far in the context, rewards divided by the running root mean square of
-the rewards seen so far. Both are functions of tau only, computed causally, identically in
-training (cumulative sums) and at meta-test (running sums), so the agent needs no
+observations seen so far in the context, rewards likewise (rew_norm="std") or divided by their
+running root mean square ("rms"). Both are functions of tau only, computed causally, identically
+in training (cumulative sums) and at meta-test (running sums), so the agent needs no
 environment-specific constants.
 """
 
@@ -53,11 +54,14 @@ class Block(nn.Module):
 
 
 class GLA(nn.Module):
-    def __init__(self, obs_proj=64, act_proj=16, d_model=64, n_layer=2, n_head=4, max_len=512):
+    def __init__(self, obs_proj=64, act_proj=16, d_model=64, n_layer=2, n_head=4, max_len=512,
+                 proj="gaussian", pos_emb=False, rew_norm="std"):
         super().__init__()
-        self.obs_proj, self.act_proj, self.max_len = obs_proj, act_proj, max_len
+        self.obs_proj, self.act_proj, self.max_len, self.proj = obs_proj, act_proj, max_len, proj
+        self.rew_norm = rew_norm
         self.inp = nn.Linear(obs_proj + act_proj + FLAG_DIM, d_model)
-        self.pos = nn.Embedding(max_len, d_model)  # position l in the lifetime: the thesis's eta_i option
+        # position l in the lifetime: the thesis's eta_i option (pos_emb=False: no eta_i)
+        self.pos = nn.Embedding(max_len, d_model) if pos_emb else None
         self.blocks = nn.ModuleList(Block(d_model, n_head) for _ in range(n_layer))
         self.ln = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, 2 * act_proj)
@@ -72,7 +76,7 @@ class GLA(nn.Module):
         if start + L > self.max_len:
             raise ValueError(f"context of {start + L} steps exceeds max_len={self.max_len}")
         pos = torch.arange(start, start + L, device=tokens.device)
-        x = self.inp(tokens) + self.pos(pos)
+        x = self.inp(tokens) + (self.pos(pos) if self.pos is not None else 0.0)
         new = []
         for i, blk in enumerate(self.blocks):
             x, kv = blk(x, None if caches is None else caches[i])
@@ -81,10 +85,30 @@ class GLA(nn.Module):
         return mean, log_std.clamp(-5.0, 2.0).exp(), new
 
 
-def random_projections(obs_dim, act_dim, obs_proj, act_proj, gen):
-    """W_s (obs_proj, obs_dim), W_a (act_proj, act_dim) with N(0, 1/d) entries; W_a^+ (act_dim, act_proj)."""
-    w_s = torch.randn(obs_proj, obs_dim, generator=gen) / math.sqrt(obs_dim)
-    w_a = torch.randn(act_proj, act_dim, generator=gen) / math.sqrt(act_dim)
+def random_matrix(rows, cols, kind, gen):
+    """A random linear map R^cols -> R^rows of the given family.
+
+    gaussian: dense N(0, 1/cols) entries (thesis sec. 6.2, after GPICL ch. 5);
+    signperm: a random signed partial permutation, i.e. every input coordinate is copied with a random
+    sign to its own randomly chosen output coordinate (an orthogonal embedding; needs cols <= rows).
+    """
+    if kind == "gaussian":
+        return torch.randn(rows, cols, generator=gen) / math.sqrt(cols)
+    if kind == "signperm":
+        if cols > rows:
+            raise ValueError(f"signperm projection needs {cols} <= {rows}")
+        w = torch.zeros(rows, cols)
+        slots = torch.randperm(rows, generator=gen)[:cols]
+        signs = torch.randint(2, (cols,), generator=gen).float() * 2 - 1
+        w[slots, torch.arange(cols)] = signs
+        return w
+    raise ValueError(f"unknown projection family {kind!r}")
+
+
+def random_projections(obs_dim, act_dim, obs_proj, act_proj, gen, kind="gaussian"):
+    """W_s (obs_proj, obs_dim), W_a (act_proj, act_dim) of family `kind`; W_a^+ (act_dim, act_proj)."""
+    w_s = random_matrix(obs_proj, obs_dim, kind, gen)
+    w_a = random_matrix(act_proj, act_dim, kind, gen)
     return w_s, w_a, torch.linalg.pinv(w_a)
 
 
@@ -95,7 +119,16 @@ def normalise(x, n, s1, s2):
     return ((x - mean) / (var + 1e-8).sqrt()).clamp(-5.0, 5.0)
 
 
-def sequence_tokens(obs, prev_act, prev_rew, new_ep, prev_term, w_s, w_a):
+def normalise_reward(r, n, r1, r2, mode):
+    """rms: r / running RMS (keeps the sign); std: (r - running mean) / running std."""
+    if mode == "rms":
+        return r / (r2 / n + 1e-8).sqrt()
+    if mode == "std":
+        return normalise(r, n, r1, r2)
+    raise ValueError(f"unknown reward normalisation {mode!r}")
+
+
+def sequence_tokens(obs, prev_act, prev_rew, new_ep, prev_term, w_s, w_a, rew_norm="rms"):
     """Tokens (L, obs_proj + act_proj + 3) for one whole sequence; all inputs are raw, per step.
 
     obs (L, d_s), prev_act (L, d_a), prev_rew/new_ep/prev_term (L,). Statistics are cumulative,
@@ -105,7 +138,7 @@ def sequence_tokens(obs, prev_act, prev_rew, new_ep, prev_term, w_s, w_a):
     n = torch.arange(1, len(o) + 1, dtype=torch.float64).unsqueeze(-1)
     o = normalise(o, n, o.cumsum(0), (o**2).cumsum(0)).float()
     r = prev_rew.double()
-    r = (r / ((r**2).cumsum(0) / n.squeeze(-1) + 1e-8).sqrt()).float()
+    r = normalise_reward(r, n.squeeze(-1), r.cumsum(0), (r**2).cumsum(0), rew_norm).float()
     return torch.cat([o @ w_s.T, prev_act @ w_a.T, torch.stack([r, new_ep, prev_term], -1)], -1)
 
 
@@ -118,12 +151,13 @@ class InContextAgent:
 
     def __init__(self, model, obs_dim, act_dim, n, seed, device):
         gen = torch.Generator().manual_seed(seed)
-        proj = [random_projections(obs_dim, act_dim, model.obs_proj, model.act_proj, gen) for _ in range(n)]
+        proj = [random_projections(obs_dim, act_dim, model.obs_proj, model.act_proj, gen, model.proj)
+                for _ in range(n)]
         self.w_s, self.w_a, self.w_pinv = (torch.stack(p).to(device) for p in zip(*proj))
         self.model, self.device, self.gen = model, device, gen
         self.caches, self.t = None, 0
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
-        self.s1, self.s2, self.r2 = z(n, obs_dim), z(n, obs_dim), z(n)
+        self.s1, self.s2, self.r1, self.r2 = z(n, obs_dim), z(n, obs_dim), z(n), z(n)
         self.prev_act = torch.zeros(n, act_dim, device=device)
         self.prev_rew, self.prev_term = z(n), torch.zeros(n, device=device)
         self.new_ep = torch.ones(n, device=device)
@@ -132,10 +166,11 @@ class InContextAgent:
     def act(self, obs):
         """obs (n, d_s) array -> actions (n, d_a) array."""
         o = torch.as_tensor(obs, dtype=torch.float64, device=self.device)
-        self.s1, self.s2, self.r2 = self.s1 + o, self.s2 + o**2, self.r2 + self.prev_rew**2
+        self.s1, self.s2 = self.s1 + o, self.s2 + o**2
+        self.r1, self.r2 = self.r1 + self.prev_rew, self.r2 + self.prev_rew**2
         n = self.t + 1
         o = normalise(o, n, self.s1, self.s2).float()
-        r = (self.prev_rew / (self.r2 / n + 1e-8).sqrt()).float()
+        r = normalise_reward(self.prev_rew, n, self.r1, self.r2, self.model.rew_norm).float()
         tok = torch.cat([torch.einsum("npd,nd->np", self.w_s, o),
                          torch.einsum("npa,na->np", self.w_a, self.prev_act),
                          torch.stack([r, self.new_ep, self.prev_term], -1)], -1)
