@@ -214,12 +214,14 @@ class Agents(nn.Module):
             v = self.q(self.q1, flat("obs"), self.pi(flat("obs"))).view(E, B, L)
             v_next = self.q(self.q1, flat("next_obs"), self.pi(flat("next_obs"))).view(E, B, L)
             rew = w["rew"]
-            if self.normalize_inputs:  # one objective for rewards of any scale (see README)
-                mu = v.mean(dim=(1, 2), keepdim=True)
-                sd = v.std(dim=(1, 2), keepdim=True) + 1e-3
-                v, v_next = (v - mu) / sd, (v_next - mu) / sd
-                rew = rew / (reward_std.view(E, 1, 1) + 1e-3)
             v_next = v_next * (1 - w["term"])  # no value after a terminal state
+            if self.normalize_inputs:  # one objective for rewards and values of any scale (see README)
+                # one affine map for r, V_t and V_{t+1} (per agent and batch): centre the values on
+                # their mean and divide all three by the spread of the TD error r + gamma V' - V, so
+                # the TD error stays a fixed linear combination of the inputs, of order 1 everywhere
+                mu = v.mean(dim=(1, 2), keepdim=True)
+                sd = (rew + self.gamma * v_next - v).std(dim=(1, 2), keepdim=True) + 1e-3
+                v, v_next, rew = (v - mu) / sd, (v_next - mu) / sd, rew / sd
         return [x.reshape(E * B, L) for x in (rew, v, v_next, w["time"])]
 
     def objective_loss(self, objective, w, inputs, params=None):
@@ -249,6 +251,17 @@ class Agents(nn.Module):
         meta_grads = torch.autograd.grad(meta_loss, list(objective.parameters()))
         return [g.detach() for g in g_obj], meta_loss, meta_grads
 
+    def dpg_cosine(self, w, g_obj):
+        """Diagnostic, per agent (E,): cosine of grad_phi L_alpha with DPG's -grad_phi Q(s, pi(s)) on the
+        windows' states. Eq. 2.6 trains towards +1: a step on L_alpha then raises Q like a DPG step."""
+        E, B, L = w["rew"].shape
+        obs = w["obs"].reshape(E, B * L, -1)
+        params = list(self.policy.parameters())
+        g_q = torch.autograd.grad(-self.q(self.q1, obs, self.pi(obs)).mean(1).sum(), params)
+        a = torch.cat([g.flatten(1) for g in g_obj], 1)
+        b = torch.cat([g.flatten(1) for g in g_q], 1)
+        return F.cosine_similarity(a, b, dim=1)
+
     def policy_update(self, replay, objective=None, dpg_weight=0.0, meta=False):
         """One Adam step of the policies on grad_phi L_alpha, or on -grad_phi Q (DPG) when no objective
         is given; dpg_weight in [0, 1] blends the two (annealing, App. A.2.2).
@@ -267,7 +280,7 @@ class Agents(nn.Module):
             inputs = self.objective_inputs(w, reward_std)
             if meta:
                 g_obj, meta_loss, meta_grads = self.meta_gradient(objective, w, inputs)
-                meta_out = (meta_loss.item(), meta_grads)
+                meta_out = (meta_loss.item(), meta_grads, self.dpg_cosine(w, g_obj))
             else:
                 inner = self.objective_loss(objective, w, inputs, params).sum()  # sum over agents
                 g_obj = torch.autograd.grad(inner, list(params.values()))
