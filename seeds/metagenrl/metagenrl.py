@@ -207,7 +207,8 @@ class Agents(nn.Module):
 
     # --- the learned objective ------------------------------------------------------------------
     def objective_inputs(self, w, reward_std):
-        """Constant inputs of L_alpha for windows w (E, B, L, ...): r, V_t, V_{t+1}, t (E*B, L)."""
+        """Constant inputs of L_alpha for windows w (E, B, L, ...): r, V_t, V_{t+1}, t (E*B, L).
+        (reward_std, the running reward std per agent, is no longer used by the normalisation.)"""
         E, B, L = w["rew"].shape
         with torch.no_grad():
             flat = lambda k: w[k].reshape(E, B * L, -1)  # noqa: E731
