@@ -21,6 +21,8 @@ ENV_IDS = {
     "LunarLanderContinuous": "LunarLanderContinuous-v3",
     "HalfCheetah": "HalfCheetah-v5",
     "Hopper": "Hopper-v5",
+    "Reacher": "Reacher-v5",
+    "InvertedPendulum": "InvertedPendulum-v5",
 }
 
 

@@ -207,19 +207,22 @@ class Agents(nn.Module):
 
     # --- the learned objective ------------------------------------------------------------------
     def objective_inputs(self, w, reward_std):
-        """Constant inputs of L_alpha for windows w (E, B, L, ...): r, V_t, V_{t+1}, t (E*B, L)."""
+        """Constant inputs of L_alpha for windows w (E, B, L, ...): r, V_t, V_{t+1}, t (E*B, L).
+        (reward_std, the running reward std per agent, is no longer used by the normalisation.)"""
         E, B, L = w["rew"].shape
         with torch.no_grad():
             flat = lambda k: w[k].reshape(E, B * L, -1)  # noqa: E731
             v = self.q(self.q1, flat("obs"), self.pi(flat("obs"))).view(E, B, L)
             v_next = self.q(self.q1, flat("next_obs"), self.pi(flat("next_obs"))).view(E, B, L)
             rew = w["rew"]
-            if self.normalize_inputs:  # one objective for rewards of any scale (see README)
-                mu = v.mean(dim=(1, 2), keepdim=True)
-                sd = v.std(dim=(1, 2), keepdim=True) + 1e-3
-                v, v_next = (v - mu) / sd, (v_next - mu) / sd
-                rew = rew / (reward_std.view(E, 1, 1) + 1e-3)
             v_next = v_next * (1 - w["term"])  # no value after a terminal state
+            if self.normalize_inputs:  # one objective for rewards and values of any scale (see README)
+                # one affine map for r, V_t and V_{t+1} (per agent and batch): centre the values on
+                # their mean and divide all three by the spread of the TD error r + gamma V' - V, so
+                # the TD error stays a fixed linear combination of the inputs, of order 1 everywhere
+                mu = v.mean(dim=(1, 2), keepdim=True)
+                sd = (rew + self.gamma * v_next - v).std(dim=(1, 2), keepdim=True) + 1e-3
+                v, v_next, rew = (v - mu) / sd, (v_next - mu) / sd, rew / sd
         return [x.reshape(E * B, L) for x in (rew, v, v_next, w["time"])]
 
     def objective_loss(self, objective, w, inputs, params=None):
@@ -231,13 +234,42 @@ class Agents(nn.Module):
         losses = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask)  # (E*B, L)
         return losses.view(E, B, L).sum(-1).mean(-1)
 
+    def meta_gradient(self, objective, w, inputs):
+        """Eq. 2.6 on windows w: returns (grad_phi L_alpha at the current phi, meta-loss, meta-gradient).
+
+        meta-loss = -sum_i mean_s Q_i(s, pi_{phi_i'}(s)) with phi' = phi - inner_lr * grad_phi L_alpha;
+        its gradient w.r.t. the objective's parameters is second order (through grad_phi L_alpha).
+        Descending it raises the critic's value of the policy after one step on L_alpha."""
+        params = dict(self.policy.named_parameters())
+        inner = self.objective_loss(objective, w, inputs, params).sum()  # sum over agents
+        g_obj = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+        new = {k: p - self.inner_lr * g for (k, p), g in zip(params.items(), g_obj)}
+        E, B, L = w["rew"].shape
+        obs = w["obs"].reshape(E, B * L, -1)
+        q = self.q(self.q1, obs, self.pi(obs, new)).view(E, B, L)
+        valid = w["valid"]
+        meta_loss = -((q * valid).sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)).sum()
+        meta_grads = torch.autograd.grad(meta_loss, list(objective.parameters()))
+        return [g.detach() for g in g_obj], meta_loss, meta_grads
+
+    def dpg_cosine(self, w, g_obj):
+        """Diagnostic, per agent (E,): cosine of grad_phi L_alpha with DPG's -grad_phi Q(s, pi(s)) on the
+        windows' states. Eq. 2.6 trains towards +1: a step on L_alpha then raises Q like a DPG step."""
+        E, B, L = w["rew"].shape
+        obs = w["obs"].reshape(E, B * L, -1)
+        params = list(self.policy.parameters())
+        g_q = torch.autograd.grad(-self.q(self.q1, obs, self.pi(obs)).mean(1).sum(), params)
+        a = torch.cat([g.flatten(1) for g in g_obj], 1)
+        b = torch.cat([g.flatten(1) for g in g_q], 1)
+        return F.cosine_similarity(a, b, dim=1)
+
     def policy_update(self, replay, objective=None, dpg_weight=0.0, meta=False):
         """One Adam step of the policies on grad_phi L_alpha, or on -grad_phi Q (DPG) when no objective
         is given; dpg_weight in [0, 1] blends the two (annealing, App. A.2.2).
 
-        With meta=True, also returns the meta-gradient of Eq. 2.6 w.r.t. the objective's parameters,
-        -grad_alpha sum_i mean_s Q_i(s, pi_{phi_i'}(s)) with phi' = phi - inner_lr * grad_phi L_alpha,
-        taken at the current phi (before this step) on the same windows, and the meta-loss value.
+        With meta=True, also returns the meta-gradient of Eq. 2.6 w.r.t. the objective's parameters
+        (see meta_gradient), taken at the current phi (before this step) on the same windows, and
+        the meta-loss value.
         """
         dev = self.act_mask.device
         params = dict(self.policy.named_parameters())
@@ -247,17 +279,13 @@ class Agents(nn.Module):
             w = replay.sample_windows(self.window_batch, self.window, dev)
             reward_std = torch.as_tensor(replay.reward_std(), device=dev, dtype=torch.float32)
             inputs = self.objective_inputs(w, reward_std)
-            inner = self.objective_loss(objective, w, inputs, params).sum()  # sum over agents
-            g_obj = torch.autograd.grad(inner, list(params.values()), create_graph=meta)
             if meta:
-                new = {k: p - self.inner_lr * g for (k, p), g in zip(params.items(), g_obj)}
-                E, B, L = w["rew"].shape
-                obs = w["obs"].reshape(E, B * L, -1)
-                q = self.q(self.q1, obs, self.pi(obs, new)).view(E, B, L)
-                valid = w["valid"]
-                meta_loss = -((q * valid).sum((1, 2)) / valid.sum((1, 2)).clamp(min=1)).sum()
-                meta_out = (meta_loss.item(), torch.autograd.grad(meta_loss, list(objective.parameters())))
-            grads = [g + (1 - dpg_weight) * go.detach() for g, go in zip(grads, g_obj)]
+                g_obj, meta_loss, meta_grads = self.meta_gradient(objective, w, inputs)
+                meta_out = (meta_loss.item(), meta_grads, self.dpg_cosine(w, g_obj))
+            else:
+                inner = self.objective_loss(objective, w, inputs, params).sum()  # sum over agents
+                g_obj = torch.autograd.grad(inner, list(params.values()))
+            grads = [g + (1 - dpg_weight) * go for g, go in zip(grads, g_obj)]
         if objective is None or dpg_weight > 0:
             b = replay.sample(self.batch_size, dev)
             dpg = -self.q(self.q1, b["obs"], self.pi(b["obs"])).mean(1).sum()

@@ -55,7 +55,9 @@ class Args:
     gamma: float = 0.99  # discount (paper: 0.99)
     use_values: bool = True  # give V_t, V_{t+1} to the objective (ablation in sec. 2.5.2)
     use_time: bool = True  # give the normalised time t to the objective (ablation in sec. 2.5.2)
-    anneal_steps: int = 2000  # steps over which DPG is annealed into L_alpha (paper: 10K of 600K)
+    anneal_steps: int = 5000  # steps over which DPG is annealed into L_alpha (paper: 10K of 600K)
+    lifetime: int = 0  # re-initialise each agent after this many steps (0 = never, as in the thesis)
+    cohorts: int = 1  # population copies with staggered births (each holds agents_per_env per env)
     normalize_inputs: bool = True  # scale rewards by their std and values by batch stats (not in the paper)
 
 
@@ -64,8 +66,8 @@ SCALES = {
     "test": dict(train_envs=("MountainCarContinuous",), agents_per_env=2, steps=200, hidden=16,
                  max_episode_steps=50, log_every=100, random_steps=50),
     # minutes on one CPU core; Pendulum is held out (evaluate.py)
-    "smoke": dict(train_envs=("MountainCarContinuous", "LunarLanderContinuous"), agents_per_env=2,
-                  steps=10000, hidden=64, layers=2, log_every=1000),
+    "smoke": dict(train_envs=("MountainCarContinuous", "LunarLanderContinuous", "Reacher"), agents_per_env=1,
+                  cohorts=2, lifetime=10000, steps=20000, hidden=64, layers=2, log_every=1000),
     # the thesis's setting (20 agents, 600K steps each, 350 units); Hopper is held out
     "full": dict(train_envs=("HalfCheetah", "LunarLanderContinuous"), agents_per_env=10, steps=600000,
                  hidden=350, layers=3, log_every=5000,
@@ -89,31 +91,56 @@ def objective_kwargs(args):
 def train(args, seed, device, out):
     torch.manual_seed(seed)
     names = [n for n in args.train_envs for _ in range(args.agents_per_env)]
-    pool = EnvPool(names, seed, args.max_episode_steps or None)
-    replay = Replay(pool.E, pool.obs_dim, pool.act_dim, args.steps, seed)
-    agents = Agents(pool.E, pool.obs_dim, pool.act_dim, pool.act_mask, device=device, **agent_kwargs(args))
-    agents.gen.manual_seed(seed)
+    life = args.lifetime or args.steps
+    births = [0]
+
+    def newborn(step):
+        """A fresh cohort: one agent per entry of `names`, new policies, critics and empty buffers."""
+        s = seed + 7919 * births[0]
+        births[0] += 1
+        pool = EnvPool(names, s, args.max_episode_steps or None)
+        agents = Agents(pool.E, pool.obs_dim, pool.act_dim, pool.act_mask, device=device,
+                        **agent_kwargs(args))
+        agents.gen.manual_seed(s)
+        return {"pool": pool, "replay": Replay(pool.E, pool.obs_dim, pool.act_dim, min(life, args.steps), s),
+                "agents": agents, "born": step}
+
+    cohorts = [newborn(0) for _ in range(args.cohorts)]
     objective = Objective(**objective_kwargs(args)).to(device)
     meta_opt = Adam(objective.parameters(), lr=args.meta_lr)
     log, start, meta_loss = [], time.time(), float("nan")
+    E = len(names)
+    cos_sum, cos_n = torch.zeros(E), 0  # cosine of grad_phi L_alpha with DPG, per agent
     for step in range(args.steps):
-        replay.add(pool.step(agents.act(pool.obs, step)))
-        # linear annealing from DPG to L_alpha, counted from the first policy action
-        dpg_weight = max(0.0, 1.0 - (step - args.random_steps) / max(args.anneal_steps, 1))
-        upd = agents.update(replay, objective, min(dpg_weight, 1.0), meta=True)
-        if upd:  # a policy step happened: apply the summed meta-gradient of Eq. 2.6
-            meta_loss, grads = upd
-            norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-            scale = min(1.0, args.grad_clip / (norm.item() + 1e-6)) if args.grad_clip > 0 else 1.0
-            meta_opt.step([g * scale for g in grads])
+        # linear annealing from DPG to L_alpha, counted from the first policy action of meta-training
+        dpg_weight = min(1.0, max(0.0, 1.0 - (step - args.random_steps) / max(args.anneal_steps, 1)))
+        for k, c in enumerate(cohorts):
+            # cohort k is reborn every `lifetime` steps, the cohorts staggered by lifetime / cohorts, so
+            # that the objective keeps meeting young agents (thesis App. A.1.2: it otherwise "forgets
+            # about the early stages of training a randomly initialized agent")
+            if args.lifetime and step > 0 and (step + k * args.lifetime // args.cohorts) % args.lifetime == 0:
+                c = cohorts[k] = newborn(step)
+            c["replay"].add(c["pool"].step(c["agents"].act(c["pool"].obs, step - c["born"])))
+            upd = c["agents"].update(c["replay"], objective, dpg_weight, meta=True)
+            if upd:  # a policy step happened: apply the meta-gradient of Eq. 2.6 summed over the cohort
+                meta_loss, grads, cos = upd
+                cos_sum += cos.detach().cpu()
+                cos_n += 1
+                norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+                scale = min(1.0, args.grad_clip / (norm.item() + 1e-6)) if args.grad_clip > 0 else 1.0
+                meta_opt.step([g * scale for g in grads])
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             recent = {n: [] for n in args.train_envs}
-            for n, rets in zip(names, pool.finished):
-                recent[n] += rets[-3:]
+            for c in cohorts:
+                for n, rets in zip(names, c["pool"].finished):
+                    recent[n] += rets[-3:]
             row = {"step": step + 1, "seconds": round(time.time() - start, 1), "meta_loss": meta_loss,
-                   "dpg_weight": round(min(dpg_weight, 1.0), 3),
+                   "dpg_weight": round(dpg_weight, 3), "ages": [step + 1 - c["born"] for c in cohorts],
+                   **{f"cos_dpg_{n}": round(float(cos_sum[[k for k, m in enumerate(names) if m == n]].mean())
+                                            / max(cos_n, 1), 3) for n in args.train_envs},
                    **{f"return_{n}": float(np.mean(r)) if r else None for n, r in recent.items()}}
             log.append(row)
+            cos_sum, cos_n = torch.zeros(E), 0
             print(json.dumps(row), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"objective_kwargs": objective_kwargs(args), "objective": objective.state_dict(),
