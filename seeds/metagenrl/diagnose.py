@@ -25,7 +25,7 @@ def cosines(agents, replay, objective, batches):
     out = []
     for _ in range(batches):
         w = replay.sample_windows(agents.window_batch, agents.window, "cpu")
-        inputs = agents.objective_inputs(w, torch.as_tensor(replay.reward_std(), dtype=torch.float32))
+        inputs = agents.objective_inputs(w)
         theta = list(params.values())
         g_l = torch.autograd.grad(agents.objective_loss(objective, w, inputs, params).sum(), theta)
         E, B, L = w["rew"].shape

@@ -100,21 +100,12 @@ class Replay:
         self.data = {k: np.zeros((E, capacity) + shapes.get(k, ()), np.float32) for k in self.KEYS}
         self.ptr, self.size = 0, 0
         self.rng = np.random.default_rng(seed)
-        self.rew_sum, self.rew_sq = np.zeros(E), np.zeros(E)
 
     def add(self, tr):
         for k in self.KEYS:
             self.data[k][:, self.ptr] = tr[k]
-        self.rew_sum += tr["rew"]
-        self.rew_sq += tr["rew"] ** 2
         self.ptr = (self.ptr + 1) % self.N
         self.size = min(self.size + 1, self.N)
-
-    def reward_std(self):
-        """Running std of each agent's rewards, (E,)."""
-        n = max(self.size, 1)
-        mean = self.rew_sum / n
-        return np.sqrt(np.maximum(self.rew_sq / n - mean**2, 0.0))
 
     def sample(self, batch, device):
         """Independent transitions: dict of tensors (E, B, ...)."""

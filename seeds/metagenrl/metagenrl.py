@@ -206,9 +206,8 @@ class Agents(nn.Module):
                 tp.lerp_(p, self.tau)
 
     # --- the learned objective ------------------------------------------------------------------
-    def objective_inputs(self, w, reward_std):
-        """Constant inputs of L_alpha for windows w (E, B, L, ...): r, V_t, V_{t+1}, t (E*B, L).
-        (reward_std, the running reward std per agent, is no longer used by the normalisation.)"""
+    def objective_inputs(self, w):
+        """Constant inputs of L_alpha for windows w (E, B, L, ...): r, V_t, V_{t+1}, t (E*B, L)."""
         E, B, L = w["rew"].shape
         with torch.no_grad():
             flat = lambda k: w[k].reshape(E, B * L, -1)  # noqa: E731
@@ -277,8 +276,7 @@ class Agents(nn.Module):
         meta_out = None
         if objective is not None and (dpg_weight < 1 or meta):
             w = replay.sample_windows(self.window_batch, self.window, dev)
-            reward_std = torch.as_tensor(replay.reward_std(), device=dev, dtype=torch.float32)
-            inputs = self.objective_inputs(w, reward_std)
+            inputs = self.objective_inputs(w)
             if meta:
                 g_obj, meta_loss, meta_grads = self.meta_gradient(objective, w, inputs)
                 meta_out = (meta_loss.item(), meta_grads, self.dpg_cosine(w, g_obj))
