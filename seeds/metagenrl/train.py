@@ -58,7 +58,8 @@ class Args:
     anneal_steps: int = 5000  # steps over which DPG is annealed into L_alpha (paper: 10K of 600K)
     lifetime: int = 0  # re-initialise each agent after this many steps (0 = never, as in the thesis)
     cohorts: int = 1  # population copies with staggered births (each holds agents_per_env per env)
-    normalize_inputs: bool = True  # scale rewards by their std and values by batch stats (not in the paper)
+    objective_form: str = "free"  # free (thesis), weighted or positive: see metagenrl.Objective
+    normalize_inputs: bool = True  # one affine map of r, V_t, V_{t+1} per batch (not in the paper; README)
 
 
 SCALES = {
@@ -85,7 +86,8 @@ def agent_kwargs(args):
 
 def objective_kwargs(args):
     return dict(lstm_units=args.lstm_units, conv_layers=args.conv_layers, conv_filters=args.conv_filters,
-                eta=args.eta, use_time=args.use_time, use_values=args.use_values)
+                eta=args.eta, use_time=args.use_time, use_values=args.use_values,
+                form=args.objective_form)
 
 
 def train(args, seed, device, out):
