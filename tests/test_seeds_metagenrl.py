@@ -123,3 +123,30 @@ def test_the_difference_inputs_carry_the_td_error_as_a_sum_at_order_one(mg):
     assert v_affine.abs().max() > level.abs().max()
     with pytest.raises(ValueError, match="normalize_inputs"):
         metagenrl.Agents(1, 3, 1, [[1.0]], normalize_inputs="zscore")
+
+
+def test_the_centered_form_cannot_move_the_policy_away_from_all_its_data_at_once(mg):
+    """form='centered' centres the weights per agent, so an objective value sum_t w_t |pi(s_t) - a_t|^2 of a
+    policy that is off every buffer action by the same amount is zero for each agent: no net attraction
+    to, or repulsion from, the data (the drift that saturated fresh Pendulum policies). 'weighted' has
+    no such constraint."""
+    _, metagenrl = mg
+    torch.manual_seed(0)
+    groups, B, L, A = 3, 4, 5, 2
+    M = groups * B
+    rew, v, v_next, time = (torch.randn(M, L) for _ in range(4))
+    valid = torch.ones(M, L)
+    valid[1, 3:] = 0  # a window cut by an episode end
+    mask = torch.ones(M, L, A)
+    a_buf = torch.rand(M, L, A) * 2 - 1
+    a_pi = a_buf + 0.3  # the same offset from every buffer action
+    per_agent = {}
+    for form in ("centered", "weighted"):
+        torch.manual_seed(1)
+        objective = metagenrl.Objective(lstm_units=8, conv_layers=2, conv_filters=8, eta=1000.0, form=form)
+        with torch.no_grad():
+            objective.head.bias.add_(1.0)  # make the mean weight clearly non-zero
+            per_agent[form] = objective(rew, v, v_next, time, a_buf, a_pi, valid, mask, groups=groups)
+        per_agent[form] = per_agent[form].view(groups, -1).sum(1)
+    assert per_agent["centered"].abs().max() < 1e-4
+    assert per_agent["weighted"].abs().min() > 1e-2

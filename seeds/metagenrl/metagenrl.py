@@ -77,6 +77,9 @@ class BatchedMLP(nn.Module):
         return self.out(x)
 
 
+FORMS = ("free", "weighted", "centered", "positive")
+
+
 class Objective(nn.Module):
     """L_alpha(tau, pi_phi(s), V): per-step losses (..., L) for trajectory windows (..., L).
 
@@ -86,14 +89,17 @@ class Objective(nn.Module):
     - "weighted": l_t = eta tanh(o_t |pi(s_t) - a_t|^2 / eta), the LSTM reading pi(s_t) without
       gradient: a learned weight on the distance to each buffer action, so the policy only moves towards
       (o_t > 0) or away from (o_t < 0) actions it has data for (the shape of REINFORCE, sec. A.2.1);
+    - "centered": as "weighted" with the weights centred per agent (o_t minus their mean over the agent's
+      windows): the objective can only redistribute, pulling towards some buffer actions and pushing away
+      from others by the same total, never moving away from (or towards) all of its data at once;
     - "positive": as "weighted" with the weight softplus(o_t) >= 0, towards buffer actions only.
     """
 
     def __init__(self, lstm_units=32, conv_layers=3, conv_filters=32, eta=1000.0, use_time=True,
                  use_values=True, form="free"):
         super().__init__()
-        if form not in ("free", "weighted", "positive"):
-            raise ValueError(f"unknown objective form {form!r}: 'free', 'weighted' or 'positive'")
+        if form not in FORMS:
+            raise ValueError(f"unknown objective form {form!r}: one of {', '.join(FORMS)}")
         self.eta, self.use_time, self.use_values, self.form = eta, use_time, use_values, form
         sizes = [2] + [conv_filters] * conv_layers
         # 1x1 convolutions over the action dimension = the same small MLP applied to each (a_B, a_pi)
@@ -112,8 +118,9 @@ class Objective(nn.Module):
         m = act_mask.unsqueeze(-1)  # (..., A, 1)
         return (x * m).sum(-2) / m.sum(-2).clamp(min=1.0)
 
-    def forward(self, rew, v, v_next, time, a_buf, a_pi, valid, act_mask):
-        """Inputs (M, L) or (M, L, A); returns l_t (M, L), zero where not valid."""
+    def forward(self, rew, v, v_next, time, a_buf, a_pi, valid, act_mask, groups=1):
+        """Inputs (M, L) or (M, L, A); returns l_t (M, L), zero where not valid. The M windows are `groups`
+        consecutive equal blocks, one per agent (used by the "centered" form)."""
         M, L = rew.shape
         if not self.use_values:
             v, v_next = torch.zeros_like(v), torch.zeros_like(v_next)
@@ -134,6 +141,10 @@ class Objective(nn.Module):
         if self.form != "free":  # l_t = w_t |pi(s_t) - a_t|^2: no gradient where pi(s_t) = a_t
             m = act_mask
             w = F.softplus(o) if self.form == "positive" else o
+            if self.form == "centered":
+                g, vg = w.reshape(groups, -1), valid.reshape(groups, -1)
+                mean = (g * vg).sum(1, keepdim=True) / vg.sum(1, keepdim=True).clamp(min=1.0)
+                w = (g - mean).reshape(w.shape)
             o = w * ((a_pi - a_buf) ** 2 * m).sum(-1) / m.sum(-1).clamp(min=1.0) * valid
         return self.eta * torch.tanh(o / self.eta)
 
@@ -153,7 +164,7 @@ class Agents(nn.Module):
     def __init__(self, E, obs_dim, act_dim, act_mask, hidden=64, layers=2, gamma=0.99, tau=0.005,
                  critic_lr=1e-3, policy_lr=1e-3, inner_lr=1e-3, batch_size=100, window=20,
                  window_batch=16, policy_delay=2, target_noise=0.2, noise_clip=0.5, expl_noise=0.1,
-                 random_steps=1000, grad_clip=1.0, normalize_inputs=True, device="cpu"):
+                 random_steps=1000, grad_clip=1.0, normalize_inputs="difference", device="cpu"):
         super().__init__()
         self.E, self.act_dim = E, act_dim
         self.gamma, self.tau, self.inner_lr = gamma, tau, inner_lr
@@ -259,7 +270,7 @@ class Agents(nn.Module):
         a_pi = self.pi(w["obs"].reshape(E, B * L, -1), params).reshape(E * B, L, -1)
         a_buf = w["act"].reshape(E * B, L, -1)
         mask = self.act_mask.view(E, 1, 1, -1).expand(E, B, L, -1).reshape(E * B, L, -1)
-        losses = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask)  # (E*B, L)
+        losses = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask, groups=E)  # (E*B, L)
         return losses.view(E, B, L).sum(-1).mean(-1)
 
     def meta_gradient(self, objective, w, inputs):
