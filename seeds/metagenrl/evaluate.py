@@ -14,7 +14,11 @@ Baselines on the same environment, budget and evaluation episodes:
   - `td3_return`: the same agents trained by their ordinary deterministic policy gradient
     grad_phi Q(s, pi(s)) with all TD3 machinery (i.e. `agents.update(replay, None)`);
   - `reinforce_return`: on-policy REINFORCE with a GAE baseline (reinforce.py);
-  - `init_return`: the fresh agents before any training (what 'learning nothing' scores).
+  - `init_return`: the fresh agents before any training (what 'learning nothing' scores);
+  - `untrained_objective_return`: fresh agents each trained by an UNTRAINED objective of the same
+    architecture and form (`untrained_objectives` independent random initialisations, one agent each,
+    same budget): what the objective's form does without meta-learning. `return` above it is what
+    meta-training added.
 """
 
 import argparse
@@ -33,11 +37,12 @@ from reinforce import train_reinforce
 
 # Held-out environment and meta-test budget per scale. Fixed, independent of --seed, so every
 # variant and training seed is scored on the same task with the same environment seeds.
-HELDOUT = {"test": "Pendulum", "smoke": "Pendulum", "full": "Hopper"}
+HELDOUT = {"test": "Pendulum", "smoke": "LunarLanderContinuous", "full": "Hopper"}
 BUDGET = {
-    "test": dict(agents=1, steps=200, episodes=1, max_episode_steps=50),
-    "smoke": dict(agents=3, steps=10000, episodes=5, max_episode_steps=None),
-    "full": dict(agents=4, steps=1_000_000, episodes=10, max_episode_steps=None),  # paper: 1M steps
+    "test": dict(agents=1, steps=200, episodes=1, max_episode_steps=50, untrained_objectives=1),
+    "smoke": dict(agents=3, steps=10000, episodes=5, max_episode_steps=None, untrained_objectives=4),
+    "full": dict(agents=4, steps=1_000_000, episodes=10, max_episode_steps=None,  # paper: 1M steps
+                 untrained_objectives=2),
 }
 ENV_SEED = 424242
 
@@ -57,7 +62,7 @@ def greedy_returns(act, env, n, episodes, max_episode_steps, seed=ENV_SEED + 7):
     return np.array([f[:episodes] for f in pool.finished])
 
 
-def train_fresh(mod, env, budget, agent_kwargs, objective, device, seed):
+def train_fresh(mod, env, budget, agent_kwargs, objective, device, seed, label=None):
     """Train `agents` fresh agents on env for `steps` steps; returns (returns before, returns after)."""
     n, steps, eps, mes = budget["agents"], budget["steps"], budget["episodes"], budget["max_episode_steps"]
     torch.manual_seed(seed)
@@ -74,10 +79,20 @@ def train_fresh(mod, env, budget, agent_kwargs, objective, device, seed):
         agents.update(replay, objective)  # meta-test: the objective is frozen, no DPG annealing
         if (step + 1) % max(steps // 5, 1) == 0:
             recent = [f[-1] for f in pool.finished if f]
-            name = "td3" if objective is None else "learned objective"
+            name = label or ("td3" if objective is None else "learned objective")
             print(f"{name}: step {step + 1}/{steps}, last episode returns {np.round(recent, 1).tolist()}",
                   flush=True)
     return before, greedy_returns(agents.act, env, n, eps, mes)
+
+
+def untrained_objective(mod, ckpt, device, seed):
+    """An objective built like the checkpoint's, with fresh random weights (torch's default init)."""
+    torch.manual_seed(seed)
+    try:
+        objective = mod.Objective(**ckpt["objective_kwargs"]).to(device)
+    except Exception as e:
+        raise EvalError(f"cannot build an untrained objective from metagenrl.py: {e!r}") from e
+    return objective.requires_grad_(False).eval()
 
 
 def load(out, device):
@@ -118,6 +133,13 @@ def evaluate(out, scale, seed, device):
     t = time.time()
     before, after = train_fresh(mod, env, budget, kw, objective, device, eval_seed)
     metrics.update(stats("", after), **stats("init_", before), metagenrl_seconds=time.time() - t)
+    t, untrained = time.time(), []
+    for k in range(budget["untrained_objectives"]):  # one fresh agent per untrained objective
+        fresh = untrained_objective(mod, ckpt, device, eval_seed + 17 * (k + 1))
+        untrained.append(train_fresh(mod, env, {**budget, "agents": 1}, kw, fresh, device, eval_seed + k,
+                                     label=f"untrained objective {k + 1}")[1])
+    metrics.update(stats("untrained_objective_", np.concatenate(untrained)),
+                   untrained_objective_seconds=time.time() - t)
     t = time.time()
     _, td3 = train_fresh(mod, env, budget, kw, None, device, eval_seed)
     metrics.update(stats("td3_", td3), td3_seconds=time.time() - t)

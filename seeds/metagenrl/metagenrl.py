@@ -77,13 +77,30 @@ class BatchedMLP(nn.Module):
         return self.out(x)
 
 
+FORMS = ("free", "weighted", "centered", "positive")
+
+
 class Objective(nn.Module):
-    """L_alpha(tau, pi_phi(s), V): per-step losses (..., L) for trajectory windows (..., L)."""
+    """L_alpha(tau, pi_phi(s), V): per-step losses (..., L) for trajectory windows (..., L).
+
+    `form` says how the LSTM's output o_t becomes l_t (README, section 4):
+    - "free" (the thesis): l_t = eta tanh(o_t / eta); grad_phi L can contain a drift that moves the
+      policy's action the same way whatever the data;
+    - "weighted": l_t = eta tanh(o_t |pi(s_t) - a_t|^2 / eta), the LSTM reading pi(s_t) without
+      gradient: a learned weight on the distance to each buffer action, so the policy only moves towards
+      (o_t > 0) or away from (o_t < 0) actions it has data for (the shape of REINFORCE, sec. A.2.1);
+    - "centered": as "weighted" with the weights centred per agent (o_t minus their mean over the agent's
+      windows): the objective can only redistribute, pulling towards some buffer actions and pushing away
+      from others by the same total, never moving away from (or towards) all of its data at once;
+    - "positive": as "weighted" with the weight softplus(o_t) >= 0, towards buffer actions only.
+    """
 
     def __init__(self, lstm_units=32, conv_layers=3, conv_filters=32, eta=1000.0, use_time=True,
-                 use_values=True):
+                 use_values=True, form="free"):
         super().__init__()
-        self.eta, self.use_time, self.use_values = eta, use_time, use_values
+        if form not in FORMS:
+            raise ValueError(f"unknown objective form {form!r}: one of {', '.join(FORMS)}")
+        self.eta, self.use_time, self.use_values, self.form = eta, use_time, use_values, form
         sizes = [2] + [conv_filters] * conv_layers
         # 1x1 convolutions over the action dimension = the same small MLP applied to each (a_B, a_pi)
         self.conv = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -101,14 +118,16 @@ class Objective(nn.Module):
         m = act_mask.unsqueeze(-1)  # (..., A, 1)
         return (x * m).sum(-2) / m.sum(-2).clamp(min=1.0)
 
-    def forward(self, rew, v, v_next, time, a_buf, a_pi, valid, act_mask):
-        """Inputs (M, L) or (M, L, A); returns l_t (M, L), zero where not valid."""
+    def forward(self, rew, v, v_next, time, a_buf, a_pi, valid, act_mask, groups=1):
+        """Inputs (M, L) or (M, L, A); returns l_t (M, L), zero where not valid. The M windows are `groups`
+        consecutive equal blocks, one per agent (used by the "centered" form)."""
         M, L = rew.shape
         if not self.use_values:
             v, v_next = torch.zeros_like(v), torch.zeros_like(v_next)
         if not self.use_time:
             time = torch.zeros_like(time)
-        emb = self.embed_actions(a_buf, a_pi, act_mask)  # (M, L, C)
+        # 'weighted': the LSTM sees pi(s_t) but its output only weights the distance to the buffer action
+        emb = self.embed_actions(a_buf, a_pi if self.form == "free" else a_pi.detach(), act_mask)
         x = torch.cat([torch.stack([rew, v, v_next, time], -1), emb], -1)  # (M, L, 4 + C)
         h = x.new_zeros(M, self.lstm.hidden_size)
         c = torch.zeros_like(h)
@@ -119,6 +138,14 @@ class Objective(nn.Module):
             h, c = h * m, c * m  # steps after the episode's end leave no state behind
             out[t] = self.head(h).squeeze(-1) * valid[:, t]
         o = torch.stack(out, dim=1)
+        if self.form != "free":  # l_t = w_t |pi(s_t) - a_t|^2: no gradient where pi(s_t) = a_t
+            m = act_mask
+            w = F.softplus(o) if self.form == "positive" else o
+            if self.form == "centered":
+                g, vg = w.reshape(groups, -1), valid.reshape(groups, -1)
+                mean = (g * vg).sum(1, keepdim=True) / vg.sum(1, keepdim=True).clamp(min=1.0)
+                w = (g - mean).reshape(w.shape)
+            o = w * ((a_pi - a_buf) ** 2 * m).sum(-1) / m.sum(-1).clamp(min=1.0) * valid
         return self.eta * torch.tanh(o / self.eta)
 
 
@@ -137,13 +164,17 @@ class Agents(nn.Module):
     def __init__(self, E, obs_dim, act_dim, act_mask, hidden=64, layers=2, gamma=0.99, tau=0.005,
                  critic_lr=1e-3, policy_lr=1e-3, inner_lr=1e-3, batch_size=100, window=20,
                  window_batch=16, policy_delay=2, target_noise=0.2, noise_clip=0.5, expl_noise=0.1,
-                 random_steps=1000, grad_clip=1.0, normalize_inputs=True, device="cpu"):
+                 random_steps=1000, grad_clip=1.0, normalize_inputs="difference", device="cpu"):
         super().__init__()
         self.E, self.act_dim = E, act_dim
         self.gamma, self.tau, self.inner_lr = gamma, tau, inner_lr
         self.batch_size, self.window, self.window_batch = batch_size, window, window_batch
         self.policy_delay, self.target_noise, self.noise_clip = policy_delay, target_noise, noise_clip
         self.expl_noise, self.random_steps, self.grad_clip = expl_noise, random_steps, grad_clip
+        # True / False: the names of older checkpoints for "affine" / "off"
+        normalize_inputs = {True: "affine", False: "off"}.get(normalize_inputs, normalize_inputs)
+        if normalize_inputs not in ("off", "affine", "difference"):
+            raise ValueError(f"normalize_inputs: 'off', 'affine' or 'difference', not {normalize_inputs!r}")
         self.normalize_inputs = normalize_inputs
         self.register_buffer("act_mask", torch.as_tensor(act_mask, dtype=torch.float32))  # (E, A)
         self.policy = BatchedMLP(E, obs_dim, act_dim, hidden, layers, out_scale=0.1)
@@ -215,13 +246,22 @@ class Agents(nn.Module):
             v_next = self.q(self.q1, flat("next_obs"), self.pi(flat("next_obs"))).view(E, B, L)
             rew = w["rew"]
             v_next = v_next * (1 - w["term"])  # no value after a terminal state
-            if self.normalize_inputs:  # one objective for rewards and values of any scale (see README)
-                # one affine map for r, V_t and V_{t+1} (per agent and batch): centre the values on
-                # their mean and divide all three by the spread of the TD error r + gamma V' - V, so
-                # the TD error stays a fixed linear combination of the inputs, of order 1 everywhere
+            if self.normalize_inputs != "off":  # one objective for rewards and values of any scale (README)
+                # both maps divide by the batch spread of the TD error r + gamma V' - V (per agent), the
+                # one signal that says whether the buffer action a_t beat pi(s_t)
+                td = rew + self.gamma * v_next - v
+                sd = td.std(dim=(1, 2), keepdim=True) + 1e-3
                 mu = v.mean(dim=(1, 2), keepdim=True)
-                sd = (rew + self.gamma * v_next - v).std(dim=(1, 2), keepdim=True) + 1e-3
-                v, v_next, rew = (v - mu) / sd, (v_next - mu) / sd, rew / sd
+                if self.normalize_inputs == "affine":
+                    # one affine map for r, V_t and V_{t+1}: the TD error stays a fixed linear combination
+                    # of the inputs, but the values themselves come out large (their spread / the TD's)
+                    v, v_next, rew = (v - mu) / sd, (v_next - mu) / sd, rew / sd
+                else:
+                    # "difference": the same information as (r, V_t, V_{t+1}), reparameterised so that every
+                    # input is of order 1 and the TD error is the sum of the first two: r / sd,
+                    # (gamma V_{t+1} - V_t) / sd, and the value level (V_t - mean) / its own spread
+                    level = (v - mu) / (v.std(dim=(1, 2), keepdim=True) + 1e-3)
+                    v, v_next, rew = level, (self.gamma * v_next - v) / sd, rew / sd
         return [x.reshape(E * B, L) for x in (rew, v, v_next, w["time"])]
 
     def objective_loss(self, objective, w, inputs, params=None):
@@ -230,7 +270,7 @@ class Agents(nn.Module):
         a_pi = self.pi(w["obs"].reshape(E, B * L, -1), params).reshape(E * B, L, -1)
         a_buf = w["act"].reshape(E * B, L, -1)
         mask = self.act_mask.view(E, 1, 1, -1).expand(E, B, L, -1).reshape(E * B, L, -1)
-        losses = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask)  # (E*B, L)
+        losses = objective(*inputs, a_buf, a_pi, w["valid"].reshape(E * B, L), mask, groups=E)  # (E*B, L)
         return losses.view(E, B, L).sum(-1).mean(-1)
 
     def meta_gradient(self, objective, w, inputs):

@@ -30,7 +30,7 @@ class HandObjective(torch.nn.Module):
         super().__init__()
         self.rectify, self.gamma = rectify, gamma
 
-    def forward(self, rew, v, v_next, time, a_buf, a_pi, valid, act_mask):
+    def forward(self, rew, v, v_next, time, a_buf, a_pi, valid, act_mask, groups=1):
         adv = rew + self.gamma * v_next - v
         if self.rectify:
             adv = torch.relu(adv)
