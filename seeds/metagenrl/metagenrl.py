@@ -126,7 +126,7 @@ class Objective(nn.Module):
             v, v_next = torch.zeros_like(v), torch.zeros_like(v_next)
         if not self.use_time:
             time = torch.zeros_like(time)
-        # 'weighted': the LSTM sees pi(s_t) but its output only weights the distance to the buffer action
+        # every form but 'free': the LSTM sees pi(s_t), but only the distance it weights carries gradient
         emb = self.embed_actions(a_buf, a_pi if self.form == "free" else a_pi.detach(), act_mask)
         x = torch.cat([torch.stack([rew, v, v_next, time], -1), emb], -1)  # (M, L, 4 + C)
         h = x.new_zeros(M, self.lstm.hidden_size)
@@ -139,13 +139,13 @@ class Objective(nn.Module):
             out[t] = self.head(h).squeeze(-1) * valid[:, t]
         o = torch.stack(out, dim=1)
         if self.form != "free":  # l_t = w_t |pi(s_t) - a_t|^2: no gradient where pi(s_t) = a_t
-            m = act_mask
             w = F.softplus(o) if self.form == "positive" else o
             if self.form == "centered":
                 g, vg = w.reshape(groups, -1), valid.reshape(groups, -1)
                 mean = (g * vg).sum(1, keepdim=True) / vg.sum(1, keepdim=True).clamp(min=1.0)
                 w = (g - mean).reshape(w.shape)
-            o = w * ((a_pi - a_buf) ** 2 * m).sum(-1) / m.sum(-1).clamp(min=1.0) * valid
+            dist = ((a_pi - a_buf) ** 2 * act_mask).sum(-1) / act_mask.sum(-1).clamp(min=1.0)
+            o = w * dist * valid
         return self.eta * torch.tanh(o / self.eta)
 
 
