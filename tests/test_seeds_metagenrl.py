@@ -28,18 +28,27 @@ def mg():
         sys.path.remove(str(SEED_DIR))
 
 
-@pytest.mark.parametrize("normalize,form", [("affine", "free"), ("off", "free"), ("difference", "weighted"),
-                                             ("difference", "positive")])
-def test_meta_gradient_matches_finite_differences(mg, normalize, form):
+def population(mg, double=False, **agent_kwargs):
+    """Two agents (Pendulum, MountainCar) with a replay of 40 steps of 15-step episodes."""
     envs, metagenrl = mg
     torch.manual_seed(0)
     pool = envs.EnvPool(["Pendulum", "MountainCarContinuous"], 0, max_episode_steps=15)
     replay = envs.Replay(pool.E, pool.obs_dim, pool.act_dim, 200, 0)
     agents = metagenrl.Agents(pool.E, pool.obs_dim, pool.act_dim, pool.act_mask, hidden=8, layers=1,
-                              window=6, window_batch=3, inner_lr=0.05, normalize_inputs=normalize,
-                              random_steps=10**9).double()
+                              window=6, window_batch=3, **agent_kwargs)
+    if double:
+        agents = agents.double()
     for step in range(40):
         replay.add(pool.step(agents.act(pool.obs, step)))
+    return pool, replay, agents
+
+
+@pytest.mark.parametrize("normalize,form", [("affine", "free"), ("off", "free"), ("difference", "weighted"),
+                                             ("difference", "positive")])
+def test_meta_gradient_matches_finite_differences(mg, normalize, form):
+    _, metagenrl = mg
+    _, replay, agents = population(mg, double=True, inner_lr=0.05, normalize_inputs=normalize,
+                                   random_steps=10**9)
     objective = metagenrl.Objective(lstm_units=4, conv_layers=2, conv_filters=4, eta=10.0, form=form).double()
     w = {k: v.double() for k, v in replay.sample_windows(3, 6, "cpu").items()}
     inputs = agents.objective_inputs(w)
@@ -103,14 +112,8 @@ def test_the_difference_inputs_carry_the_td_error_as_a_sum_at_order_one(mg):
     """normalize_inputs='difference' feeds r / sd, (gamma V' - V) / sd and the value level, where sd is the
     TD error's batch spread: the first two must add up to the TD error / sd (unit spread per agent), and
     the level must stay of order 1 even where the values are large and the TD errors small."""
-    envs, metagenrl = mg
-    torch.manual_seed(0)
-    pool = envs.EnvPool(["Pendulum", "MountainCarContinuous"], 0, max_episode_steps=15)
-    replay = envs.Replay(pool.E, pool.obs_dim, pool.act_dim, 200, 0)
-    agents = metagenrl.Agents(pool.E, pool.obs_dim, pool.act_dim, pool.act_mask, hidden=8, layers=1,
-                              window=6, window_batch=3, normalize_inputs="difference")
-    for step in range(40):
-        replay.add(pool.step(agents.act(pool.obs, step)))
+    _, metagenrl = mg
+    pool, replay, agents = population(mg, normalize_inputs="difference")
     with torch.no_grad():  # values spread far wider than the TD errors (consecutive states have similar
         agents.q1.out.w.mul_(300.0)  # values), as with trained critics: where 'affine' inputs come out large
     w = replay.sample_windows(3, 6, "cpu")
