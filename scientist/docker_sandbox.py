@@ -142,7 +142,7 @@ class DockerSandbox:
         self._lock = threading.Lock()
 
     # --- one step ---------------------------------------------------------------------
-    def run(self, step: Step) -> StepOutcome:
+    def run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
         import docker.errors
 
         group = self.gpus.acquire() if self.gpus else None  # waiting for GPUs is not the step's time
@@ -160,7 +160,7 @@ class DockerSandbox:
                     os.chown(p, uid, gid)
             container = self._create(step, uid, gid, group)
             container.start()
-            return self._watch(container, step, start)
+            return self._watch(container, step, start, cancel)
         except docker.errors.DockerException as e:
             return StepOutcome("crash", None, time.monotonic() - start, 0.0,
                                f"{step.kind} could not run in Docker: {_first_line(e)}")
@@ -185,12 +185,15 @@ class DockerSandbox:
     def _create(self, step: Step, uid: int, gid: int, group: list[str] | None):
         from docker.types import LogConfig, Mount
 
-        ro = [step.cwd] + [Path(v) for v in step.env.values()
-                           if os.path.isabs(v) and os.path.exists(v)]
+        ro = [step.cwd, *step.inputs] + [Path(v) for v in step.env.values()
+                                         if os.path.isabs(v) and os.path.exists(v)]
+        rw = [step.out, step.stdout, step.stderr, *step.outputs]
+        if step.ipc is not None:
+            (rw if step.ipc_writable else ro).append(step.ipc)
         mounts = [Mount(str(p.resolve()), str(p.resolve()), type="bind", read_only=True)
                   for p in ro]
         mounts += [Mount(str(p.resolve()), str(p.resolve()), type="bind", read_only=False)
-                   for p in (step.out, step.stdout, step.stderr, *step.outputs)]
+                   for p in rw]
         env = {k: v for k, v in clean_env(step.env, step.threads, Path(SCRATCH)).items()
                if k not in HOST_ONLY_ENV}
         env["TMPDIR"] = SCRATCH
@@ -213,14 +216,15 @@ class DockerSandbox:
             self._running.add(c.id)
         return c
 
-    def _watch(self, c, step: Step, start: float) -> StepOutcome:
+    def _watch(self, c, step: Step, start: float, cancel: threading.Event | None) -> StepOutcome:
         import requests
 
-        peak, timed_out, wait = 0.0, False, 0.05
+        peak, timed_out, cancelled, wait = 0.0, False, False, 0.05
         while True:
             left = step.timeout - (time.monotonic() - start)
-            if left <= 0:
-                timed_out = True
+            cancelled = cancel is not None and cancel.is_set()
+            if left <= 0 or cancelled:
+                timed_out = not cancelled
                 try:  # SIGTERM to the step (forwarded by the container's init), then SIGKILL
                     c.stop(timeout=TERM_GRACE_SECONDS)
                 except Exception:  # already gone
@@ -242,6 +246,8 @@ class DockerSandbox:
             return StepOutcome("oom", rc, elapsed, max(peak, step.memory_mb),
                                f"{step.kind} was killed by the kernel at the container's memory "
                                f"limit of {step.memory_mb} MiB")
+        if cancelled:
+            return StepOutcome("cancelled", rc, elapsed, peak, f"{step.kind} ended by the framework")
         if timed_out:
             return StepOutcome("timeout", rc, elapsed, peak,
                                f"{step.kind} ran past its time limit of {step.timeout:.0f} s; "

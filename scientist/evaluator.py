@@ -1,11 +1,23 @@
 """Evaluator: train and evaluate a variant on each training seed, in the sandbox.
 
-Per training seed: export the variant's commit into a fresh working copy, run the seed's
-train command (its results go to the `out` folder), then export the commit afresh (so
-nothing training wrote beside the code reaches the evaluator), put the pristine protected
-files (evaluator, data loaders, manifest, taken from the run's baseline commit) over it,
-delete any metrics file the training step may have planted, and run the evaluate command.
-The fitness is read only from the metrics file that the pristine evaluator wrote.
+Per training seed: export the variant's commit into a fresh working copy and run the
+seed's train command (its results go to the `out` folder). Then score it:
+
+- A seed with a learner command (every built-in seed) is scored by two processes, each in
+  its own sandbox step: the *learner* runs the seed's learner command in a fresh export of
+  the variant (protected files pristine), with the training output read-only, no data, no
+  metrics file and no network; the *judge* runs the evaluate command in a folder that holds
+  only the pristine protected files (the variant's code is not there to import), with the
+  evaluation data, the metrics file, and the run's secret evaluation seed. They talk over
+  a Unix socket in a folder the two steps share (`scientist.harness`). When the judge ends,
+  the learner is ended too.
+- A seed without one runs the evaluate command alone in a fresh export of the variant
+  with the pristine protected files put over it: its evaluator imports the variant's code
+  into the process that writes the metrics, so its fitness can be forged (the run says so).
+
+Any metrics file the training step may have planted is deleted first; the fitness is read
+only from the metrics file the pristine evaluator wrote, with the harness's verdict on the
+learner (ok, violated, crash, timeout) when there is one.
 """
 
 from __future__ import annotations
@@ -13,15 +25,21 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from scientist.sandbox import POLL_SECONDS, Sandbox, Step, format_command
+from scientist.harness.judge import (EVAL_SEED_ENV, EVAL_SET_ENV, HARNESS_KEY, LEARNER_EXITED,
+                                     SOCKET_ENV)
+from scientist.sandbox import POLL_SECONDS, Sandbox, Step, StepOutcome, format_command
 from scientist.seed import Scale, Seed
-from scientist.variant import SEED_NO_METRICS, SEED_OK, Result, SeedResult
+from scientist.variant import SEED_NO_METRICS, SEED_OK, SEED_VIOLATED, Result, SeedResult
 from scientist.workspace import Workspace
+
+SOCKET_NAME = "learner.sock"
 
 TAIL_CHARS = 3000
 
@@ -46,15 +64,20 @@ class Evaluator:
     pristine_commit: str
     workers: int = 1
     threads: int = 1
+    eval_seed: int | None = None  # the run's secret seed of the evaluation streams (judge only)
 
     def evaluate(self, commit: str, folder: Path,
-                 on_seed: Callable[[SeedResult], None] | None = None) -> Result:
-        """Run every training seed of the variant at `commit`; outputs go into `folder`."""
+                 on_seed: Callable[[SeedResult], None] | None = None,
+                 seeds: Sequence[int] | None = None, eval_set: str = "fitness") -> Result:
+        """Run the training seeds `seeds` (default: the scale's first `training_seeds`) of
+        the variant at `commit`, scored on `eval_set` (`fitness`, or `sealed`: the held-out
+        set); outputs go into `folder` (`seed-S`, or `sealed-seed-S`)."""
         pristine = self.workspace.read(self.pristine_commit, self.seed.protected)
-        seeds = range(self.scale.training_seeds)
+        seeds = range(self.scale.training_seeds) if seeds is None else list(seeds)
+        prefix = "" if eval_set == "fitness" else f"{eval_set}-"
 
         def one(s: int) -> SeedResult:
-            r = self._one_seed(commit, s, folder / f"seed-{s}", pristine)
+            r = self._one_seed(commit, s, folder / f"{prefix}seed-{s}", pristine, eval_set)
             if on_seed:
                 on_seed(r)
             return r
@@ -75,10 +98,11 @@ class Evaluator:
                     raise
         return Result(results, self.seed.metric)
 
-    def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, str]) -> SeedResult:
+    def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, str],
+                  eval_set: str = "fitness") -> SeedResult:
         if d.exists():  # left over from a run that was interrupted: start this seed afresh
             shutil.rmtree(d)
-        work, fresh, out = d / "work", d / "eval-work", d / "out"
+        work, fresh, judge, out = d / "work", d / "eval-work", d / "judge", d / "out"
         out.mkdir(parents=True)
         self.workspace.export(commit, work)
         metrics_path = d / "metrics.json"
@@ -94,13 +118,26 @@ class Evaluator:
             # Evaluate in a fresh copy of the commit: nothing training left beside the code
             # (e.g. a `json.py` the evaluator would import) reaches it; results are in out/.
             self.workspace.export(commit, fresh)
-            for rel, text in pristine.items():  # the evaluator that runs is the pristine one
-                (fresh / rel).parent.mkdir(parents=True, exist_ok=True)
-                (fresh / rel).write_text(text)
+            _write(fresh, pristine)  # the protected files that run are the pristine ones
             metrics_path.unlink(missing_ok=True)
-            ev = self.sandbox.run(self._step("evaluate", values, fresh, out, d))
+            if self.seed.learner_command:
+                _write(judge, pristine)  # the judge's folder: protected files, nothing else
+                ev, learner = self._judge_and_learner(values, fresh, judge, out, d, eval_set)
+            else:
+                ev, learner = self.sandbox.run(self._step("evaluate", values, fresh, out, d,
+                                                          eval_set)), None
             res.eval_seconds, res.peak_rss_mb = ev.seconds, max(res.peak_rss_mb, ev.peak_rss_mb)
             res.stdout_tail, res.stderr_tail = tail(d / "evaluate.out"), tail(d / "evaluate.err")
+            if learner is not None:  # what the variant's code printed while it was scored
+                res.peak_rss_mb = max(res.peak_rss_mb, learner.peak_rss_mb)
+                res.stdout_tail = _join("judge", res.stdout_tail, "learner", tail(d / "learner.out"))
+                res.stderr_tail = _join("judge", res.stderr_tail, "learner", tail(d / "learner.err"))
+            verdict = read_verdict(metrics_path)
+            if verdict is not None and verdict[0] != "ok":  # the judge's word on the learner
+                status, reason = verdict
+                res.status = {"violated": SEED_VIOLATED}.get(status, status)
+                res.reason = f"{status}: {reason}"
+                return res
             if not ev.ok:
                 res.status, res.reason = ev.status, ev.reason
                 return res
@@ -109,17 +146,82 @@ class Evaluator:
                 res.status, res.reason = SEED_NO_METRICS, problem
             return res
         finally:
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(fresh, ignore_errors=True)
+            for p in (work, fresh, judge):
+                shutil.rmtree(p, ignore_errors=True)
 
-    def _step(self, kind: str, values: dict, work: Path, out: Path, d: Path) -> Step:
+    def _judge_and_learner(self, values: dict, fresh: Path, judge: Path, out: Path, d: Path,
+                           eval_set: str) -> tuple[StepOutcome, StepOutcome]:
+        """Run the learner (in the background) and the judge side by side; the learner is
+        ended when the judge is done. The socket's folder is short-named under the system's
+        temporary folder (Unix socket paths are limited to about 100 bytes)."""
+        ipc = Path(tempfile.mkdtemp(prefix="scientist-ipc-"))
+        ipc.chmod(0o777)  # the learner may run as another user (Docker as root: uid 10001)
+        sock = {SOCKET_ENV: str(ipc / SOCKET_NAME)}
+        learner_out = d / "learner-out"  # the learner's own scratch; the checkpoint is read-only
+        lv = {**values, "out": out.resolve()}
+        learner_step = Step(kind="learner", command=format_command(self.seed.learner_command, **lv),
+                            cwd=fresh, out=learner_out, stdout=d / "learner.out",
+                            stderr=d / "learner.err", timeout=self.scale.timeout,
+                            memory_mb=self.scale.memory_mb, env=sock, threads=self.threads,
+                            inputs=(out,), ipc=ipc, ipc_writable=True)
+        judge_step = self._step("evaluate", values, judge, d / "judge-out", d, eval_set,
+                                extra_env=sock, ipc=ipc)
+        done = threading.Event()
+        outcome: list[StepOutcome] = []
+
+        def learner() -> None:
+            try:
+                outcome.append(self.sandbox.run(learner_step, cancel=done))
+            finally:  # tell a judge still waiting to connect that nobody will answer
+                (ipc / LEARNER_EXITED).touch()
+
+        t = threading.Thread(target=learner, name="learner", daemon=True)
+        t.start()
+        try:
+            ev = self.sandbox.run(judge_step)
+        finally:
+            done.set()
+            t.join()
+            shutil.rmtree(ipc, ignore_errors=True)
+        return ev, outcome[0] if outcome else StepOutcome("crash", None, 0.0, 0.0, "no learner")
+
+    def _step(self, kind: str, values: dict, work: Path, out: Path, d: Path,
+              eval_set: str = "fitness", extra_env: dict[str, str] | None = None,
+              ipc: Path | None = None) -> Step:
         template = self.seed.train_command if kind == "train" else self.seed.evaluate_command
-        env = dict(self.seed.evaluate_env) if kind == "evaluate" else {}
+        env: dict[str, str] = {}
+        if kind == "evaluate":  # the judge's: the data, the secret seed, the set to score
+            env = {**self.seed.evaluate_env, **(extra_env or {}), EVAL_SET_ENV: eval_set}
+            if self.eval_seed is not None:
+                env[EVAL_SEED_ENV] = str(self.eval_seed)
         return Step(kind=kind, command=format_command(template, **values), cwd=work, out=out,
                     stdout=d / f"{kind}.out", stderr=d / f"{kind}.err",
                     timeout=self.scale.timeout, memory_mb=self.scale.memory_mb, env=env,
                     threads=self.threads,
-                    outputs=(Path(values["metrics"]),) if kind == "evaluate" else ())
+                    outputs=(Path(values["metrics"]),) if kind == "evaluate" else (), ipc=ipc)
+
+
+def _write(folder: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_text(text)
+
+
+def _join(a: str, ta: str, b: str, tb: str) -> str:
+    parts = [f"[{name}]\n{t.rstrip()}" for name, t in ((a, ta), (b, tb)) if t.strip()]
+    return "\n".join(parts)
+
+
+def read_verdict(path: Path) -> tuple[str, str] | None:
+    """The harness's verdict on the learner from the judge's metrics file: (status, reason),
+    or None when the file has none (a seed without a learner, or no file)."""
+    try:
+        v = json.loads(path.read_text()).get(HARNESS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("status"), str):
+        return None
+    return v["status"], str(v.get("reason", ""))
 
 
 def read_metrics(path: Path, metric: str) -> tuple[dict[str, float], str]:

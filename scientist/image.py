@@ -55,6 +55,8 @@ class Inputs:
         h = hashlib.sha256()
         for name in ("Dockerfile", "runner.py"):
             h.update(name.encode() + b"\0" + (SANDBOX_DIR / name).read_bytes() + b"\0")
+        for path in harness_files():  # the judge-learner harness runs in the containers
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         for part in (self.base, self.torch, *self.requirements, "|", *self.nodeps, "|",
                      *self.constraints, str(CONTAINER_UID)):
             h.update(part.encode() + b"\0")
@@ -63,6 +65,12 @@ class Inputs:
     @property
     def tag(self) -> str:
         return f"{REPO}:{self.digest}"
+
+
+def harness_files() -> list[Path]:
+    """The modules of `scientist.harness`: the image carries them (at /opt/scientist/pkg,
+    on its PYTHONPATH) for the judge's and the learner's processes."""
+    return sorted((ROOT / "scientist" / "harness").glob("*.py"))
 
 
 def _lines(path: Path) -> list[str]:
@@ -181,6 +189,11 @@ def build(docker_client, base: str | None = None, torch: str | None = None,
         ctx = Path(tmp)
         for name in ("Dockerfile", "runner.py"):
             shutil.copy(SANDBOX_DIR / name, ctx / name)
+        pkg = ctx / "pkg" / "scientist"
+        (pkg / "harness").mkdir(parents=True)
+        (pkg / "__init__.py").write_text('"""The parts of scientist that run in the sandbox."""\n')
+        for path in harness_files():
+            shutil.copy(path, pkg / "harness" / path.name)
         for name, lines in (("requirements.txt", want.requirements), ("nodeps.txt", want.nodeps),
                             ("constraints.txt", want.constraints)):
             (ctx / name).write_text("".join(f"{x}\n" for x in lines))

@@ -14,6 +14,7 @@ import json
 import re
 import os
 import random
+import secrets
 import signal
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from scientist.workspace import Workspace
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
 NOTEBOOK = "notebook.md"  # the lab notebook, for people (the LLM gets it within a token budget)
 PRISTINE = "seed"  # the baseline's files, exported for resume (the run's own copy of the seed)
+SECRET = "secret.json"  # the run's secret evaluation seed: given to the judge only, never shown
 MODEL_NEEDED = ("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or `model = ...` in the "
                 "config file (e.g. gpt-4o, anthropic/claude-sonnet-4-5, or openai/NAME with --api-base)")
 
@@ -94,6 +96,7 @@ class Run:
         run_dir.mkdir(parents=True)
         (run_dir / CONFIG).write_text(config.to_json())
         Workspace.create(run_dir / REPO, seed)
+        _write_secret(run_dir / SECRET)
         archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
         for k, v in dict(seed_name=seed.name, seed_title=seed.title, seed_summary=seed.summary,
                          metric=seed.metric, maximize=seed.maximize, status="created",
@@ -136,9 +139,14 @@ class Run:
     # --- the loop -----------------------------------------------------------------------
     def banner(self) -> str:
         llm = "no LLM configured" if not self.proposer.uses_llm else self.proposer.describe()
-        return (f"scientist: seed [bold]{self.seed.name}[/] at scale [bold]{self.config.scale}"
+        text = (f"scientist: seed [bold]{self.seed.name}[/] at scale [bold]{self.config.scale}"
                 f"[/], {self.sandbox.name} sandbox, {self.proposer.name} proposer ({llm}), "
                 f"selection {self.policy.name}, run folder {self.dir}")
+        if not self.seed.learner_command:
+            text += ("\n  [bold red]warning:[/] this seed has no learner command: its evaluator "
+                     "imports the variant's code into the process that writes the fitness, so a "
+                     "variant can forge its fitness (see README, 'Writing a seed')")
+        return text
 
     def execute(self) -> int:
         """Run the loop to its end; returns the exit status (0, or 1 if the run cannot go on)."""
@@ -146,7 +154,8 @@ class Run:
         workers = self.config.workers or max(1, min(scale.training_seeds, os.cpu_count() or 1))
         threads = max(1, (os.cpu_count() or 1) // workers)
         self.evaluator = Evaluator(self.seed, scale, self.workspace, self.sandbox,
-                                   self.workspace.head_of("v0000"), workers, threads)
+                                   self.workspace.head_of("v0000"), workers, threads,
+                                   eval_seed=read_secret(self.dir / SECRET))
         self.progress = Progress(self.console, self.config.iterations or 0,
                                  self.archive.get_meta("elapsed_seconds", 0.0))
         best = self.archive.best(1)  # a resumed run keeps its best so far (and `best` branch)
@@ -392,6 +401,25 @@ def _make_proposer(config: RunConfig, seed: Seed, run_dir: Path, archive: Archiv
     return make_proposer("llm", client=client, seed=seed, scale=seed.scale(config.scale),
                          format_retries=config.format_retries,
                          max_output_tokens=config.max_output_tokens)
+
+
+def _write_secret(path: Path) -> None:
+    """Draw the run's secret evaluation seed. It stays in the run folder, outside the
+    variants' repository (and out of every step's view); only the judge gets it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"eval_seed": secrets.randbits(62)}, f)
+
+
+def read_secret(path: Path) -> int | None:
+    """The run's secret evaluation seed; None for a run made before there was one (its
+    judge then uses the seed's fixed default streams, as it did when the run began)."""
+    try:
+        return int(json.loads(path.read_text())["eval_seed"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ScientistError(f"{path} is damaged ({e}); the run's evaluation seed is lost") from None
 
 
 def _message(vid: int, parent: Variant, p: Proposal) -> str:

@@ -54,11 +54,15 @@ class Step:
     env: Mapping[str, str] = field(default_factory=dict)
     threads: int = 1
     outputs: tuple[Path, ...] = ()  # files outside `out` the step writes (evaluate: metrics)
+    inputs: tuple[Path, ...] = ()  # other paths the step may read (the learner: the checkpoint)
+    ipc: Path | None = None  # the judge-learner socket folder, shared by the two steps
+    ipc_writable: bool = False  # the learner's (it binds the socket); the judge only connects
 
 
 @dataclass(frozen=True)
 class StepOutcome:
-    status: str  # ok | crash | timeout | oom
+    status: str  # ok | crash | timeout | oom | cancelled (ended by the framework: a learner
+    #              whose judge has finished)
     returncode: int | None
     seconds: float
     peak_rss_mb: float
@@ -73,7 +77,9 @@ class Sandbox(Protocol):
     name: str
     python: str
 
-    def run(self, step: Step) -> StepOutcome: ...
+    def run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
+        """Run `step` to its end; if `cancel` is set meanwhile, end it (status `cancelled`)."""
+        ...
 
     def kill_leftovers(self) -> int:
         """Kill what this run's steps left behind when the orchestrator was killed."""
@@ -175,7 +181,7 @@ class LocalSandbox:
         self._steps: dict[int, str] = {}  # session leader pid -> the step's tag
         self._lock = threading.Lock()
 
-    def run(self, step: Step) -> StepOutcome:
+    def run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
         step.out.mkdir(parents=True, exist_ok=True)
         home = step.out / ".home"
         home.mkdir(exist_ok=True)
@@ -199,17 +205,22 @@ class LocalSandbox:
                 self._steps[proc.pid] = tag
             try:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a held-back Ctrl-C lands here
-                return self._watch(proc, step, start, tag)
+                return self._watch(proc, step, start, tag, cancel)
             finally:
                 self._kill_step(proc.pid, tag)  # whatever the step left running
                 with self._lock:
                     self._steps.pop(proc.pid, None)
 
-    def _watch(self, proc: subprocess.Popen, step: Step, start: float, tag: str) -> StepOutcome:
+    def _watch(self, proc: subprocess.Popen, step: Step, start: float, tag: str,
+               cancel: threading.Event | None) -> StepOutcome:
         peak = 0.0
         while True:
             rc = proc.poll()
             elapsed = time.monotonic() - start
+            if rc is None and cancel is not None and cancel.is_set():
+                self._terminate(proc, tag)
+                return StepOutcome("cancelled", proc.returncode, elapsed, peak,
+                                   f"{step.kind} ended by the framework")
             if rc is not None:
                 if rc == 0:
                     return StepOutcome("ok", 0, elapsed, peak)

@@ -62,6 +62,18 @@ class Mutable:
 
 
 @dataclass(frozen=True)
+class Integrity:
+    """What makes a fitness implausible for this seed (`[integrity]` in seed.toml): a variant
+    is labelled `suspicious` when its fitness is past `ceiling`, or when it beats the
+    `holdout` metric (measured the same way on data selection never sees) by more than
+    `max_gap` in the fitness's direction."""
+
+    ceiling: float | None = None
+    holdout: str = ""
+    max_gap: float | None = None
+
+
+@dataclass(frozen=True)
 class Seed:
     """A validated seed folder."""
 
@@ -80,6 +92,10 @@ class Seed:
     scales: dict[str, Scale]
     mutables: tuple[Mutable, ...] = ()
     evaluate_env: dict[str, str] = field(default_factory=dict)
+    learner_command: str = ""
+    """Starts the learner process that serves the variant's code to the judge (the evaluate
+    command); empty for a seed whose evaluator still imports the variant's code itself."""
+    integrity: Integrity = field(default_factory=lambda: Integrity())
 
     def scale(self, name: str) -> Scale:
         if name not in self.scales:
@@ -138,6 +154,10 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Seed:
         raise SeedError(f"{where}: field 'files.editable' must name at least one file")
     train = get.command("commands.train")
     evaluate = get.command("commands.evaluate")
+    learner = get.command("commands.learner", required=False)
+    if learner and "{metrics}" in learner:
+        raise SeedError(f"{where}: field 'commands.learner' must not get {{metrics}}: only the "
+                        "judge (the evaluate command) writes the metrics file")
     if "{metrics}" not in evaluate:
         raise SeedError(f"{where}: field 'commands.evaluate' must pass {{metrics}} to the evaluator")
     direction = get.str("fitness.direction")
@@ -158,8 +178,22 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Seed:
         references=tuple(get.list("references", required=False)),
         editable=editable, protected=protected, train_command=train, evaluate_command=evaluate,
         metric=get.str("fitness.metric"), maximize=direction == "max", scales=scales,
-        mutables=mutables, evaluate_env=dict(env),
+        mutables=mutables, evaluate_env=dict(env), learner_command=learner,
+        integrity=_integrity(get),
     )
+
+
+def _integrity(get: _Getter) -> Integrity:
+    get.table("integrity", required=False)
+    ceiling = get.number("integrity.ceiling", required=False, default=math.nan)
+    gap = get.number("integrity.max_gap", required=False, default=math.nan)
+    holdout = get.str("integrity.holdout", required=False)
+    if holdout and math.isnan(gap):
+        raise SeedError(f"{get.where}: field 'integrity.holdout' needs 'integrity.max_gap'")
+    if not math.isnan(gap) and gap < 0:
+        raise SeedError(f"{get.where}: field 'integrity.max_gap' must be at least 0, not {gap}")
+    return Integrity(None if math.isnan(ceiling) else float(ceiling), holdout,
+                     None if math.isnan(gap) else float(gap))
 
 
 def _scale(name: str, get: _Getter) -> Scale:
@@ -259,8 +293,10 @@ class _Getter:
             out.append(Path(rel).as_posix())
         return tuple(out)
 
-    def command(self, key: str) -> str:
-        cmd = self.str(key)
+    def command(self, key: str, required: bool = True) -> str:
+        cmd = self.str(key, required)
+        if not cmd:
+            return ""
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(cmd) if f is not None}
         except ValueError as e:

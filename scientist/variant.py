@@ -49,8 +49,13 @@ class Proposal:
 
 
 # Status of one training seed's run (train then evaluate).
-SEED_OK, SEED_CRASH, SEED_TIMEOUT, SEED_OOM, SEED_NO_METRICS = (
-    "ok", "crash", "timeout", "oom", "no-metrics")
+SEED_OK, SEED_CRASH, SEED_TIMEOUT, SEED_OOM, SEED_NO_METRICS, SEED_VIOLATED = (
+    "ok", "crash", "timeout", "oom", "no-metrics", "violated")
+
+# Integrity of a variant: `clean`; `suspicious` (a fitness the seed calls implausible, or far
+# above its held-out score); `violated` (its learner broke the judge's protocol, or it
+# tampered with what it must not touch). Violated variants are never parents or best.
+CLEAN, SUSPICIOUS, VIOLATED = "clean", "suspicious", "violated"
 
 
 @dataclass
@@ -106,6 +111,10 @@ class Result:
     def reason(self) -> str:
         bad = [s for s in self.seeds if not s.ok]
         return "; ".join(f"seed {s.seed}: {s.status}: {s.reason}" for s in bad)
+
+    @property
+    def violated(self) -> bool:
+        return any(s.status == SEED_VIOLATED for s in self.seeds)
 
     def mean_metrics(self) -> dict[str, float]:
         """Each metric's mean over the successful seeds."""

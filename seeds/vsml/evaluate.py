@@ -2,22 +2,33 @@
 
     python evaluate.py --scale smoke --seed 0 --out OUTDIR --metrics METRICS.json
 
-PROTECTED: the framework restores this file before evaluation, so the fitness is computed
-here, not by model code. This script owns the data stream: for each example it feeds the
-input x_t, takes the prediction, scores it, and only then hands over the label. The fitness
-`online_acc` is the cumulative online accuracy (1/T) sum_t [argmax y_hat_t == y_t] over a
-stream of T test images, averaged over many streams, each starting from fresh random LSTM
-states (thesis sec. 3.4.2). No gradient is taken at meta-test time.
+PROTECTED: this is the judge. The variant's code never runs in this process: the learner
+(learner.py, which imports the variant's vsml.py) is another process, in its own sandbox, and
+answers over the harness's protocol (scientist.harness). This script owns the data streams:
+for each example it sends the inputs x_t, takes the logits back (checked: shape, finite),
+scores them, and only then sends the labels. The fitness `online_acc` is the cumulative online
+accuracy (1/T) sum_t [argmax y_hat_t == y_t] over a stream of T test images, averaged over many
+streams, each starting from fresh random LSTM states (thesis sec. 3.4.2). No gradient is taken at
+meta-test time. Run by hand, it starts learner.py itself (--out is the learner's checkpoint folder).
 
-Baselines see the same streams with the same preprocessing (data.py): a linear softmax
-classifier (the architecture VSML's single layer corresponds to) trained online, one update
-per example after its prediction, with Adam and with plain SGD. Their learning rate is picked
-from a grid on MNIST validation streams (as the paper tuned its baselines on MNIST); the
+The streams: the fitness streams come from the even-numbered Fashion-MNIST test images, drawn
+with the run's secret evaluation seed (scientist.harness.judge.eval_seed; STREAM_SEED by hand),
+so every variant of a run is scored on the same streams and none can know them in advance. The
+sealed set (SCIENTIST_EVAL_SET=sealed: scored only for the baseline and the final best) is drawn
+from the odd-numbered test images, which the fitness never uses. `holdout_online_acc` repeats
+the protocol on streams from the Fashion-MNIST *training* images (used nowhere else): when a run
+selects many variants on one set of streams, a gap opening between `online_acc` and
+`holdout_online_acc` shows the selection fitting those streams.
+
+Baselines see the same streams with the same preprocessing (data.py), here in the judge: a linear
+softmax classifier (the architecture VSML's single layer corresponds to) trained online, one
+update per example after its prediction, with Adam and with plain SGD. Their learning rate is
+picked from a grid on MNIST validation streams (as the paper tuned its baselines on MNIST); the
 `*_oracle` metrics pick it on the Fashion-MNIST streams themselves, an upper bound.
 
-The checkpoint records the meta-training mode (train.py Args.mode: grad, es or clone); the
-metrics file repeats it as `mode`. For a cloned learning algorithm (mode clone, thesis
-sec. 3.4.1) the evaluator also runs the network it was cloned from, with real gradients, on the
+The checkpoint's meta-training mode (grad, es or clone) is what the learner says about itself:
+reported as `mode`, never used for the fitness. For a cloned learning algorithm (mode clone,
+thesis sec. 3.4.1) the judge also runs the network it was cloned from, with real gradients, on the
 same streams (`sgd_net_*`): a tanh neuron per weight, y_c = mean_a (tanh(x_a) w_ac + b_ac), from
 zero weights, updated after each prediction by the exact SGD step dw_ac = -eta tanh(x_a) e_c,
 db_ac = -eta e_c with the cloned step size eta (this is SGD on the cross-entropy with learning
@@ -25,8 +36,6 @@ rate eta * A, A inputs), i.e. "real SGD on the same network".
 """
 
 import argparse
-import importlib
-import json
 import math
 import sys
 import time
@@ -37,48 +46,40 @@ import torch
 import torch.nn.functional as F
 
 import data
+from scientist.harness import judge
 
-# Streams per dataset and examples per stream, per scale. Fixed, independent of --seed, so
-# every variant and training seed is scored on the very same streams.
+# Streams per dataset and examples per stream, per scale. The same for every variant and
+# training seed of a run.
 STREAMS = {"test": (4, 20), "smoke": (100, 100), "full": (32, 2000)}
-STREAM_SEED = 20210617
-# A second, held-out set of Fashion-MNIST streams, drawn from the *training* split (used
-# nowhere else) with another seed. Not the fitness: when a run selects many variants on the
-# fixed fitness streams, a gap between `online_acc` and `holdout_online_acc` shows the
-# selection fitting those particular streams.
-HOLDOUT_SEED = 20251122
+STREAM_SEED = 20210617  # the evaluation seed when run by hand (the framework passes the run's)
+MODES = ("grad", "es", "clone")
 ADAM_LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
 SGD_LRS = [1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0]
 
 
-class EvalError(RuntimeError):
-    pass
-
-
-def make_streams(name, split, scale, seed=STREAM_SEED):
-    """Inputs (T, S, D) and labels (T, S): S streams of T distinct examples each."""
+def make_streams(name, split, scale, seed, parity=None):
+    """Inputs (T, S, D) and labels (T, S): S streams of T distinct examples each, drawn with
+    `seed` (an int or a list of ints) from the examples whose index has `parity` (0 even,
+    1 odd, None all)."""
     num, length = STREAMS[scale]
     x, y = data.load(name, split, scale)
+    pool = np.arange(len(x)) if parity is None else np.arange(parity, len(x), 2)
     rng = np.random.default_rng(seed)
-    idx = np.stack([rng.choice(len(x), length, replace=False) for _ in range(num)], axis=1)
+    idx = np.stack([rng.choice(pool, length, replace=False) for _ in range(num)], axis=1)
     return torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
 
 
-@torch.no_grad()
-def run_vsml(model, xs, ys, device, seed=STREAM_SEED):
-    """Per-example correctness (T, S) of the VSML learner, learning only in its LSTM states."""
-    gen = torch.Generator().manual_seed(seed)
-    state = model.init_state(xs.shape[1], gen)
+def run_vsml(learner, xs, ys, seed):
+    """Per-example correctness (T, S) of the VSML learner, learning only in its LSTM states.
+    The learner gets x_t, returns its logits, and is told y_t only after they are scored."""
+    T, S, _ = xs.shape
+    learner.call("reset", streams=S, seed=int(seed))
     correct = []
-    for x_t, y_t in zip(xs.to(device), ys.to(device)):
-        state, logits = model.predict(state, x_t)
-        if logits.shape != (xs.shape[1], data.NUM_CLASSES) or not torch.isfinite(logits).all():
-            raise EvalError(
-                f"VSML returned bad logits: shape {tuple(logits.shape)}, "
-                f"finite={bool(torch.isfinite(logits).all())}"
-            )
-        correct.append((logits.argmax(-1) == y_t).float().cpu())  # scored before the label is given
-        state = model.learn(state, x_t, logits, y_t)
+    for x_t, y_t in zip(xs, ys):
+        logits = learner.call("predict", x=x_t.numpy()).array(
+            "logits", shape=(S, data.NUM_CLASSES), dtype="float")
+        correct.append(torch.from_numpy(logits.argmax(-1) == y_t.numpy()).float())  # scored first
+        learner.call("learn", y=y_t.numpy())
     return torch.stack(correct)
 
 
@@ -124,48 +125,34 @@ def run_sgd_net(xs, ys, eta):
     return torch.stack(correct)
 
 
-def load_model(out, device):
-    ckpt_path = out / "checkpoint.pt"
-    if not ckpt_path.is_file():
-        raise EvalError(f"no checkpoint at {ckpt_path}: run train.py --out {out} first")
-    try:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)  # data only, no pickled code
-    except Exception as e:
-        raise EvalError(f"cannot read {ckpt_path}: {e}") from e
-    for key in ("model_kwargs", "state_dict"):
-        if key not in ckpt:
-            raise EvalError(f"{ckpt_path} lacks {key!r}; was it written by train.py?")
-    try:
-        vsml = importlib.import_module("vsml")  # the variant's model file, next to this script
-        model = vsml.VSML(**ckpt["model_kwargs"]).to(device)
-        model.load_state_dict(ckpt["state_dict"])
-    except Exception as e:
-        raise EvalError(f"cannot build the learner from vsml.py and the checkpoint: {e!r}") from e
-    return model.eval(), ckpt.get("args", {})
+def stream_metrics(correct, prefix):
+    per_stream = correct.mean(0)
+    return {f"{prefix}online_acc": per_stream.mean().item(),
+            f"{prefix}online_acc_se": (per_stream.std() / math.sqrt(len(per_stream))).item(),
+            f"{prefix}late_acc": correct[-len(correct) // 4 :].mean().item()}
 
 
-def evaluate(out, scale, device):
+def evaluate(learner, scale, eval_seed, eval_set):
     start = time.time()
-    model, train_args = load_model(out, device)
-    mode = train_args.get("mode", "grad")
-    tune_x, tune_y = make_streams("mnist", "valid", scale)
+    info = learner.call("load")
+    mode = info.text("mode", choices=MODES)  # the checkpoint's word: reported, never scored
+    tune_x, tune_y = make_streams("mnist", "valid", scale, STREAM_SEED)
     metrics = {}
     best = {}
     for name, lrs, adam in (("adam", ADAM_LRS, True), ("sgd", SGD_LRS, False)):
         accs = run_linear(tune_x, tune_y, lrs, adam).mean(dim=(1, 2))
         best[name] = int(accs.argmax())
         metrics[f"{name}_lr"] = lrs[best[name]]
-    for dataset, split, prefix, seed in (("fashion_mnist", "test", "", STREAM_SEED),
-                                         ("mnist", "test", "mnist_", STREAM_SEED),
-                                         ("fashion_mnist", "train", "holdout_", HOLDOUT_SEED)):
-        xs, ys = make_streams(dataset, split, scale, seed)
-        if xs.shape[-1] != model.sizes[0]:
-            raise EvalError(f"model expects {model.sizes[0]} inputs, data has {xs.shape[-1]}")
-        correct = run_vsml(model, xs, ys, device, seed)  # (T, S)
-        per_stream = correct.mean(0)
-        metrics[f"{prefix}online_acc"] = per_stream.mean().item()
-        metrics[f"{prefix}online_acc_se"] = (per_stream.std() / math.sqrt(len(per_stream))).item()
-        metrics[f"{prefix}late_acc"] = correct[-len(correct) // 4 :].mean().item()
+    if eval_set == "sealed":  # odd test images: never part of a fitness
+        sets = (("fashion_mnist", "test", "", [eval_seed, 3], 1),)
+    else:
+        sets = (("fashion_mnist", "test", "", [eval_seed, 0], 0),
+                ("mnist", "test", "mnist_", [eval_seed, 1], None),
+                ("fashion_mnist", "train", "holdout_", [eval_seed, 2], None))
+    for dataset, split, prefix, seed, parity in sets:
+        xs, ys = make_streams(dataset, split, scale, seed, parity)
+        correct = run_vsml(learner, xs, ys, seed[0] + seed[1])  # (T, S)
+        metrics.update(stream_metrics(correct, prefix))
         for name, lrs, adam in (("adam", ADAM_LRS, True), ("sgd", SGD_LRS, False)):
             base = run_linear(xs, ys, lrs, adam)  # (G, T, S)
             accs = base.mean(dim=(1, 2))
@@ -174,35 +161,34 @@ def evaluate(out, scale, device):
             if not prefix:
                 metrics[f"{name}_online_acc_oracle"] = accs.max().item()
         if mode == "clone":
-            net = run_sgd_net(xs, ys, float(train_args["clone_lr"]))
+            eta = info.number("clone_lr", low=0.0, high=1e3)
+            net = run_sgd_net(xs, ys, eta)
             metrics[f"sgd_net_{prefix}online_acc"] = net.mean().item()
             metrics[f"sgd_net_{prefix}late_acc"] = net[-len(net) // 4 :].mean().item()
     metrics["eval_seconds"] = time.time() - start
-    return mode, metrics
+    metrics["mode"] = mode  # a string: the framework reads numbers only
+    return metrics
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", choices=sorted(STREAMS), default="smoke")
-    p.add_argument("--seed", type=int, default=0, help="training seed (streams are fixed)")
-    p.add_argument("--out", type=Path, required=True, help="folder with checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the streams do not depend on it)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder with checkpoint.pt (for the learner this script starts when run by hand)")
     p.add_argument("--metrics", type=Path, required=True, help="where to write the metrics JSON")
-    p.add_argument("--device", default="auto", help="auto = cuda if available, else cpu")
+    p.add_argument("--device", default="auto", help="the learner's device: auto = cuda if available")
     cli = p.parse_args()
     torch.set_num_threads(1)
-    device = cli.device if cli.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    eval_seed, eval_set = judge.eval_seed(STREAM_SEED), judge.eval_set()
+    standalone = [sys.executable, str(Path(__file__).with_name("learner.py")), "--out", str(cli.out),
+                  "--device", cli.device]
     try:
-        mode, metrics = evaluate(cli.out, cli.scale, torch.device(device))
-    except (EvalError, data.DataError) as e:
+        judge.main(lambda learner: evaluate(learner, cli.scale, eval_seed, eval_set), cli.metrics,
+                   standalone=standalone)
+    except data.DataError as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         sys.exit(1)
-    if not all(math.isfinite(v) for v in metrics.values()):
-        print(f"evaluate.py: error: non-finite metrics {metrics}", file=sys.stderr)
-        sys.exit(1)
-    metrics["mode"] = mode  # a string: the framework reads numbers only
-    cli.metrics.parent.mkdir(parents=True, exist_ok=True)
-    cli.metrics.write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    print(json.dumps(metrics, indent=1, sort_keys=True))
 
 
 if __name__ == "__main__":
