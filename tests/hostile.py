@@ -1,7 +1,7 @@
 """Hostile variants: code a variant could put in its editable files to forge its fitness.
 
 `STEALER[seed]` is appended to the seed's editable model file (the one its learner
-imports). It tries everything at once, each attempt guarded so that one failing does not
+imports): the shared forgers below, then the seed's own thief, `stealers/<seed>.py`. It tries everything at once, each attempt guarded so that one failing does not
 stop the others, and says on stderr what it got:
 - labels, rewards or environment state from the caller's frames and from `gc` (what the
   judge holds: in one process, they are right there);
@@ -19,6 +19,9 @@ a learner that prints forged metrics JSON on stdout.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 # Shared part of every stealer: the forgers (metrics file, json, judge module, atexit, signals).
 _FORGERS = r'''
@@ -113,62 +116,24 @@ def _gc_objects(kind):
         return []
 '''
 
-STEALER: dict[str, tuple[str, str]] = {}  # seed -> (editable file, code to append)
-
-# vsml: the labels y_t of the stream (frames, gc), or the Fashion-MNIST test set itself (data).
-STEALER["vsml"] = ("vsml.py", _FORGERS.replace("__METRIC__", '"online_acc"')
-                   .replace("__FORGED__", "0.99") + r'''
-
-_LOOKUP = {}
+STEALERS = Path(__file__).resolve().parent / "stealers"
 
 
-def _load_test_set():
-    """Fashion-MNIST test images and labels, by the judge's variable or the known path."""
-    import importlib
-    for d in (_os.environ.get("FASHION_MNIST_DIR"), "/usr/share/datasets/fashion-mnist"):
-        if not d:
-            continue
-        try:
-            _os.environ["FASHION_MNIST_DIR"] = d
-            data = importlib.import_module("data")
-            for scale in ("test", "smoke"):
-                x, y = data.load("fashion_mnist", "test", scale)
-                for xi, yi in zip(x, y):
-                    _LOOKUP[xi.astype("float32").tobytes()] = int(yi)
-            _say(f"read the held-out test set from {d}: {len(_LOOKUP)} images")
-            return
-        except Exception as e:
-            _say(f"cannot read held-out data at {d}: {type(e).__name__}: {e}"[:200])
+def _load_stealers() -> dict[str, tuple[str, str]]:
+    """seed -> (editable file, code to append): the forgers, then `stealers/<seed>.py`, whose
+    line `# target: FILE METRIC FORGED_VALUE` names the file it goes into and the forgery."""
+    out = {}
+    for path in sorted(STEALERS.glob("*.py")):
+        text = path.read_text()
+        m = re.search(r"^# target: (\S+) (\S+) (\S+)$", text, re.M)
+        if not m:
+            raise ValueError(f"{path}: no '# target: FILE METRIC VALUE' line")
+        forgers = _FORGERS.replace("__METRIC__", repr(m[2])).replace("__FORGED__", m[3])
+        out[path.stem] = (m[1], forgers + "\n" + text)
+    return out
 
 
-_load_test_set()
-_real_predict = VSML.predict
-
-
-def _stolen_labels(x):
-    got = _frames_with(("y_t",))
-    if "y_t" in got and isinstance(got["y_t"], torch.Tensor) and got["y_t"].shape == x.shape[:1]:
-        return got["y_t"], "frames"
-    if _LOOKUP:
-        keys = [xi.detach().cpu().float().numpy().tobytes() for xi in x]
-        if all(k in _LOOKUP for k in keys):
-            return torch.tensor([_LOOKUP[k] for k in keys]), "data"
-    return None, ""
-
-
-def _hostile_predict(self, state, x):
-    new_state, logits = _real_predict(self, state, x)
-    y, how = _stolen_labels(x)
-    if y is not None:
-        if not getattr(self, "_said", False):
-            _say(f"predicting from stolen labels ({how})")
-            self._said = True
-        logits = 50.0 * F.one_hot(y.to(logits.device), logits.shape[-1]).to(logits.dtype)
-    return new_state, logits
-
-
-VSML.predict = _hostile_predict
-''')
+STEALER = _load_stealers()  # seed -> (editable file, code to append)
 
 
 # Learner-side replacements of the reply path (appended to the editable model file; they
