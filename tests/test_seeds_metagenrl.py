@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import hostile
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("gymnasium")
@@ -256,14 +255,33 @@ def variant(tmp_path, code):
     return folder
 
 
+SABOTEUR = """
+_real_act, _real_update, _real_load = Agents.act, Agents.update, torch.load
+
+
+def _act(self, obs, step, explore=True):  # before any learning, look worse than the agents are
+    a = _real_act(self, obs, step, explore)
+    return -a if not explore and self.updates == 0 else a
+
+
+def _update(self, replay, objective=None, *args, **kwargs):  # TD3, if run with this class, learns nothing
+    return None if objective is None else _real_update(self, replay, objective, *args, **kwargs)
+
+
+def _load(*args, **kwargs):  # a checkpoint that lies about its meta-training environments
+    return {**_real_load(*args, **kwargs), "train_envs": []}
+
+
+Agents.act, Agents.update, torch.load = _act, _update, _load
+"""
+
+
 def test_the_judges_baselines_are_its_own_whatever_the_variant_does(checkpoint, honest, tmp_path):
-    """The stealer of tests/stealers/metagenrl.py, run by hand (no secret in reach): besides trying to
-    forge the fitness, it makes TD3 learn nothing when run with the variant's class, inverts its untrained
-    agents' greedy actions and lies about its meta-training environments. Only what the learner reports
-    about itself changes; the fitness and the judge's baselines are exactly the honest ones."""
-    _, code = hostile.STEALER["metagenrl"]
-    rc, m, err = judge(variant(tmp_path, code), checkpoint, tmp_path / "m.json")
-    assert rc == 0 and "hostile:" in err, err[-3000:]
+    """A variant that would have weakened the baselines the old evaluator ran with its class (TD3 learning
+    nothing, untrained agents acting backwards) and lies about its meta-training environments: only what
+    the learner reports about itself changes; the fitness and the judge's baselines are the honest ones."""
+    rc, m, err = judge(variant(tmp_path, SABOTEUR), checkpoint, tmp_path / "m.json")
+    assert rc == 0, err[-3000:]
     for k in ("return", "holdout_return", "td3_return", "reinforce_return", "init_return",
               "untrained_objective_return"):
         assert m[k] == honest[k], k
