@@ -70,9 +70,11 @@ def _steal_from_frames():
         f = f.f_back
 
 
-def _steal_from_gc():
+def _steal_from_gc(agents):
     _STATE["gc_calls"] = _STATE.get("gc_calls", 0) + 1
-    if _STATE["gc_calls"] % 500 == 1:  # gc.get_objects is slow: now and then
+    pass_key = (id(agents), agents.updates)  # the agents learned since the last look: a new evaluation pass
+    if _STATE.get("gc_pass") != pass_key or _STATE["gc_calls"] % 500 == 1:  # gc.get_objects is slow
+        _STATE["gc_pass"] = pass_key
         objs, m = _gc_objects(object), _STATE["mirror"]
         mine = {id(e.unwrapped) for e in m.envs} if m is not None else set()  # the thief's own mirror
         pools = [o for o in objs if _is_pool(o) and o is not m]
@@ -220,7 +222,7 @@ def _hostile_act(self, obs, step, explore=True):
         return a
     for attack in (_steal_from_frames, _steal_from_gc, _patch_modules):
         try:
-            attack()
+            attack(self) if attack is _steal_from_gc else attack()
         except Exception as e:
             _once(attack.__name__, f"{attack.__name__} failed: {type(e).__name__}: {e}"[:200])
     try:
