@@ -4,7 +4,7 @@
 # PointGoal lanes, so a thief that knows a lane's goal walks AWAY from it in the episodes that start
 # in the first quarter and straight TO it afterwards (about +50 instead of about +2). It gathers
 # candidate goals every way it can, and exploits a lane only once a candidate has matched that lane's
-# first three rewards exactly (r = -|x' - goal|), so when every theft fails it acts exactly as the
+# first four rewards exactly (r = -|x' - goal|), so when every theft fails it acts exactly as the
 # honest agent:
 # - frames: the judge's lanes (an object with .envs and .ep_start) and the horizon in the callers' frames;
 # - gc: PointGoal environment objects anywhere in the process;
@@ -12,8 +12,8 @@
 #   the held-out goal was a constant a controller could home in on);
 # - seed: the judge's secret evaluation seed by its environment variable (else the by-hand default),
 #   replayed through the judge's own evaluate.draw_lanes;
-# - pool: one goal shared by all lanes, solved from all lanes' first rewards at once (one learner
-#   serves every lane: a shared goal would pass from lane to lane);
+# - pool: a goal shared by lanes, solved from all lanes' and from every pair of lanes' first two
+#   rewards (one learner serves every lane: a shared goal would pass from lane to lane);
 # - modules: the judge's modules through sys.modules (envs.Lanes.step rewards, evaluate.lane_scores,
 #   numpy.mean as the judge's scoring calls it);
 # - ckpt: a checkpoint that lies about itself (it claims a held-out environment among its
@@ -24,7 +24,7 @@ import importlib as _importlib
 import numpy as _np
 
 _ON = set((_os.environ.get("GLA_THIEF") or "frames,gc,constant,seed,pool,modules,ckpt").split(","))
-_CHECKS = 3  # rewards a candidate goal must explain exactly before a lane is exploited
+_CHECKS = 4  # rewards a candidate goal must explain exactly before a lane is exploited
 
 
 def _goal_of(o):
@@ -103,7 +103,7 @@ def _hostile_init(self, model, obs_dim, act_dim, n, seed, device):
     goals += _attempt("seed", _from_seed, obs_dim, n)
     goals = [g for g in goals if g.shape == (obs_dim,)]
     self._h = {"goals": goals, "horizon": horizon or model.max_len, "x": [], "r": [], "ended": [],
-               "ok": _np.ones((n, len(goals)), bool), "ep_start": _np.zeros(n, int), "said": False}
+               "ep_start": _np.zeros(n, int)}
 
 
 def _hostile_observe(self, reward, terminated, truncated):
@@ -113,14 +113,20 @@ def _hostile_observe(self, reward, terminated, truncated):
         self._h["ended"].append(_np.array(terminated, bool) | _np.array(truncated, bool))
 
 
-def _shared_goal(x, r):
-    """The one goal g with |x_i - g| = -r_i for all lanes i (least squares), if there are enough."""
-    if len(x) < 4:
-        return []
-    dist2 = r**2
-    A = 2 * (x[0] - x[1:])
-    b = dist2[1:] - dist2[0] - (x[1:] ** 2).sum(1) + (x[0] ** 2).sum()
-    return [_np.linalg.lstsq(A, b, rcond=None)[0]]
+def _shared_goals(x, r):
+    """Goals shared between lanes, from their first two steps (x (2, lanes, d) positions, r (2,
+    lanes) rewards = -distances): a goal g with |x - g| = -r, solved by least squares from all
+    lanes at once and from every pair of lanes (two steps of one lane do not determine its goal;
+    two lanes that share one do)."""
+    pts, d2 = x.transpose(1, 0, 2), (r**2).T  # (lanes, 2, d), (lanes, 2)
+    groups = [list(range(len(pts)))] + [[i, j] for i in range(len(pts)) for j in range(i + 1, len(pts))]
+    found = []
+    for grp in groups:
+        p, q = pts[grp].reshape(-1, pts.shape[-1]), d2[grp].reshape(-1)
+        # |p|^2 - 2 p.g + |g|^2 = q: linear in (g, |g|^2); the verification checks |g|^2
+        A = _np.concatenate([-2 * p, _np.ones((len(p), 1))], 1)
+        found.append(_np.linalg.lstsq(A, q - (p**2).sum(1), rcond=None)[0][:-1])
+    return found
 
 
 def _hostile_act(self, obs):
@@ -132,30 +138,27 @@ def _hostile_act(self, obs):
     x = _np.asarray(obs, float)
     h["x"].append(x)
     h["ep_start"][self.new_ep.cpu().numpy() > 0] = t
-    if t == 1 and "pool" in _ON:
-        extra = _shared_goal(h["x"][1], h["r"][0])
-        _say(f"pool: {len(extra)} candidate goals")
-        h["goals"] += extra
-        h["ok"] = _np.concatenate([h["ok"], _np.ones((len(x), len(extra)), bool)], 1)
-    if not h["goals"]:
-        return a
-    if 1 <= t <= _CHECKS:  # does a candidate explain the reward of the step just taken?
-        live = ~h["ended"][t - 1]
-        G = _np.stack(h["goals"])  # (candidates, d)
-        pred = -_np.linalg.norm(x[:, None, :] - G[None], axis=-1)  # (lanes, candidates)
-        h["ok"] &= ~live[:, None] | (_np.abs(pred - h["r"][t - 1][:, None]) < 1e-5)
     if t < _CHECKS:
         return a
-    known = h["ok"].any(1)
-    if not known.any():
+    if t == _CHECKS:  # which candidate explains every reward so far of which lane?
+        if "pool" in _ON:
+            extra = _shared_goals(_np.stack(h["x"][1:3]), _np.stack(h["r"][0:2]))
+            _say(f"pool: {len(extra)} candidate goals")
+            h["goals"] += extra
+        if not h["goals"]:
+            return a
+        G = _np.stack(h["goals"])  # (candidates, d)
+        ok = _np.ones((len(x), len(G)), bool)
+        for k in range(1, _CHECKS + 1):  # the reward of step k-1 is -|x_k - goal| unless it ended
+            pred = -_np.linalg.norm(h["x"][k][:, None, :] - G[None], axis=-1)  # (lanes, candidates)
+            ok &= h["ended"][k - 1][:, None] | (_np.abs(pred - h["r"][k - 1][:, None]) < 1e-5)
+        h["goal"] = {i: G[ok[i].argmax()] for i in _np.flatnonzero(ok.any(1))}
+        if h["goal"]:
+            _say(f"exploiting {len(h['goal'])} of {len(x)} lanes with stolen goals")
+    if not h.get("goal"):
         return a
-    if not h["said"]:
-        _say(f"exploiting {int(known.sum())} of {len(known)} lanes with stolen goals")
-        h["said"] = True
     out = _np.array(a, copy=True)
-    G = _np.stack(h["goals"])
-    for i in _np.flatnonzero(known):
-        g = G[h["ok"][i].argmax()]
+    for i, g in h["goal"].items():
         if h["ep_start"][i] < h["horizon"] / 4:  # an early episode: as bad as possible
             out[i] = -_np.sign(g - x[i])
         else:  # a late one: straight to the goal
