@@ -101,17 +101,17 @@ class Scripted:
 
     def propose(self, ctx) -> Proposal:
         mode = self.modes.pop(0)
-        line = 'mode = "{}"  # normal | nan | shape | cheat\n'
+        line = 'mode = "{}"  # normal | nan | shape | cheat | boom\n'
         return Proposal(mode, "test", "", (Edit("model.py", line.format("normal"), line.format(mode)),),
                         "scripted")
 
 
 def test_violated_and_suspicious_variants_are_labelled_never_parents_nor_best(toylearner, tmp_path):
     cfg = RunConfig(seed=str(toylearner), scale="test", runs_dir=str(tmp_path / "runs"), run_id="r",
-                    report=False, iterations=3, selection="greedy")
+                    report=False, iterations=4, selection="greedy", max_repairs=0)
     console, buf = make_console()
     run = Run.create(cfg, console)
-    run.proposer = Scripted(["nan", "cheat", "shape"])
+    run.proposer = Scripted(["nan", "cheat", "shape", "boom"])
     try:
         assert run.execute() == 0, buf.getvalue()
         vs = {v.hypothesis or "baseline": v for v in run.archive.all()}
@@ -119,7 +119,12 @@ def test_violated_and_suspicious_variants_are_labelled_never_parents_nor_best(to
         parents = {v.parent_id for v in run.archive.all()}
     finally:
         run.close()
-    base, nan, cheat, shape = vs["baseline"], vs["nan"], vs["cheat"], vs["shape"]
+    base, nan, cheat, shape, boom = (vs[k] for k in ("baseline", "nan", "cheat", "shape", "boom"))
+    # a learner that cannot even start is an honest crash, with its own traceback to repair from
+    assert boom.status == "failed" and boom.integrity == CLEAN, (boom.integrity, boom.error)
+    (s0, *_) = boom.result.seeds
+    assert s0.status == "crash" and "learner exited before it accepted the judge" in s0.reason
+    assert "model.py fails at import" in s0.stderr_tail
     assert base.integrity == CLEAN and base.status == "done" and base.fitness < 0
     assert base.metrics["eval_only_env"] == 1.0  # the judge got the data env
     for v in (nan, shape):
