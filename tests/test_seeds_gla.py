@@ -92,7 +92,8 @@ def test_the_learner_gets_a_reward_only_after_acting(ev):
     assert set(acts[0]) == {"obs"}, "nothing about rewards before the first action"
     assert all(set(p) == {"obs", "reward", "terminated", "truncated"} for p in acts[1:])
     assert all(p["reward"].shape == (2 * n,) for p in acts[1:])
-    assert {"icl_improvement", "holdout_icl_improvement", "ppo_improvement", "random_return"} <= set(m)
+    assert {"icl_improvement", "holdout_icl_improvement", "ppo_improvement", "random_return",
+            "zero_action_return"} <= set(m)
 
 
 def test_out_of_range_actions_are_clipped_and_non_finite_ones_are_a_violation(ev):

@@ -33,7 +33,11 @@ same metric names) plays lanes from a third stream, and also PointGoal4D-v0 (smo
 
 Baselines on the fitness lanes with the same number of environment steps per lane, here in the
 judge: PPO (ppo.py, fixed settings, one run per lane on the first PPO_RUNS lanes) scored the same
-way, and a random policy (standard normal action vectors).
+way, a random policy (standard normal action vectors), and the zero action vector every step
+(`zero_action_return`; on PointGoal it stays near the start, which is about the best return
+without learning from rewards: a `late_return` above it shows the agent learned where its goal is;
+an `early_return` below the random policy's shows an agent that is bad early on purpose, which
+raises `icl_improvement` without any learning).
 
 What the checkpoint says about itself (its meta-training environments) is reported as
 `train_envs_claimed_heldout` (how many of the held-out environments it names) and never used:
@@ -118,10 +122,14 @@ def run_gla(learner, env_id, seeds, kwargs, agent_seed, horizon):
     return lane_scores(lanes.all_episodes(), n, horizon)
 
 
-def run_random(env_id, seeds, kwargs, horizon, rng):
+def run_fixed(env_id, seeds, kwargs, horizon, rng=None):
+    """(early, late) per lane of a policy that does not learn: standard normal action vectors
+    (rng), or the zero vector (rng None; on PointGoal: stay near the start, about the best a
+    policy can do there without learning from rewards, since the goals surround the start)."""
     lanes = Lanes(env_id, len(seeds), seeds, kwargs)
     for _ in range(horizon):
-        lanes.step(rng.standard_normal((len(seeds), lanes.act_dim)))
+        shape = (len(seeds), lanes.act_dim)
+        lanes.step(np.zeros(shape) if rng is None else rng.standard_normal(shape))
     return lane_scores(lanes.all_episodes(), len(seeds), horizon)
 
 
@@ -179,8 +187,10 @@ def evaluate(learner, scale, eval_seed, eval_set, envs=None):
         metrics[f"{pre}ppo_early_return"] = float(pe.mean())
         metrics[f"{pre}ppo_late_return"] = float(pl.mean())
         rng = np.random.default_rng([eval_seed, FITNESS, i, 3])
-        re_, rl = run_random(env_id, seeds, kwargs, horizon, rng)
+        re_, rl = run_fixed(env_id, seeds, kwargs, horizon, rng)
         metrics[f"{pre}random_return"] = float(np.concatenate([re_, rl]).mean())
+        ze, zl = run_fixed(env_id, seeds, kwargs, horizon)
+        metrics[f"{pre}zero_action_return"] = float(np.concatenate([ze, zl]).mean())
     if eval_set == "sealed" and not envs:  # an environment that no fitness uses
         extra = SEALED_EXTRA[scale]
         seeds, kwargs, agent_seed = draw_lanes(extra, n, eval_seed, SEALED, len(heldout))
