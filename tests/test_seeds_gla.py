@@ -92,7 +92,8 @@ def test_the_learner_gets_a_reward_only_after_acting(ev):
     assert set(acts[0]) == {"obs"}, "nothing about rewards before the first action"
     assert all(set(p) == {"obs", "reward", "terminated", "truncated"} for p in acts[1:])
     assert all(p["reward"].shape == (2 * n,) for p in acts[1:])
-    assert {"icl_improvement", "holdout_icl_improvement", "ppo_improvement", "random_return",
+    assert {"icl_gain", "holdout_icl_gain", "icl_improvement", "holdout_icl_improvement",
+            "ppo_improvement", "random_return",
             "zero_action_return"} <= set(m)
 
 
@@ -122,6 +123,25 @@ def test_the_sealed_set_plays_other_lanes_and_an_environment_no_fitness_uses(ev)
     sealed = ev.evaluate(learner, "test", 7, "sealed")
     resets = [p for op, p in learner.log if op == "reset"]
     assert [r["obs_dim"] for r in resets] == [3, 4]  # PointGoal3D, then PointGoal4D
-    assert "icl_improvement" in sealed and "PointGoal4D_icl_improvement" in sealed
-    assert "ppo_improvement" not in sealed and "holdout_icl_improvement" not in sealed
-    assert sealed["icl_improvement"] != fitness["icl_improvement"]
+    assert "icl_gain" in sealed and "PointGoal4D_icl_gain" in sealed
+    assert "ppo_improvement" not in sealed and "holdout_icl_gain" not in sealed
+    assert sealed["icl_gain"] != fitness["icl_gain"]
+
+
+def test_acting_badly_early_on_purpose_gains_no_fitness(ev):
+    """A policy that never reads a reward, walks to a corner during the first quarter and then
+    to the origin scores, on the fitness, no more than one that goes to the origin at once: the
+    thesis's late - early is fooled, the fitness is not."""
+    quarter = ev.HORIZON["test"] // 4
+
+    def to(target_of_t):
+        return lambda t, obs: np.clip(10 * (target_of_t(t, obs.shape[1]) - obs), -1, 1).astype(np.float32)
+
+    sandbag = to(lambda t, d: np.ones(d) if t < quarter else np.zeros(d))
+    honest = to(lambda t, d: np.zeros(d))
+    m = ev.evaluate(Scripted(sandbag), "test", 7, "fitness")
+    h = ev.evaluate(Scripted(honest), "test", 7, "fitness")
+    assert m["icl_improvement"] > h["icl_improvement"] + 5, (m, h)  # the late - early is fooled
+    assert m["icl_gain"] <= h["icl_gain"] + 1e-6, (m["icl_gain"], h["icl_gain"])
+    assert abs(h["icl_gain"]) < 1e-6  # going to the origin is the floor on the PointGoals
+    assert m["late_return"] == pytest.approx(h["late_return"], abs=0.5)

@@ -17,7 +17,13 @@ Score of a lane: early = mean return of the episodes that start in the first qua
 horizon, late = mean return of the episodes that end in the last quarter. Only complete
 episodes count, unless the quarter has none; then the episode cut by the horizon counts with
 its partial return (for CartPole, whose reward is +1 per step, that understates `late`).
-Fitness `icl_improvement` = mean over lanes and held-out environments of late - early.
+`icl_improvement` = mean over lanes of late - early is the thesis's in-context improvement; an
+agent that plays badly early on purpose inflates it without learning anything. So the fitness
+is `icl_gain` = mean over lanes (and held-out environments) of late - max(early, floor), where
+the floor is the early return, on that very lane, of the best of three policies that do not
+learn (the zero action, random actions, and on the PointGoals going to the origin, which is the
+best a policy can do there without rewards; best = highest mean early return over the lanes):
+acting worse than it early gains nothing.
 
 The lanes: every lane's environment seed and, for PointGoal3D/4D, its goal are drawn by this
 judge from the run's secret evaluation seed (scientist.harness.judge.eval_seed; EVAL_SEED by
@@ -122,15 +128,32 @@ def run_gla(learner, env_id, seeds, kwargs, agent_seed, horizon):
     return lane_scores(lanes.all_episodes(), n, horizon)
 
 
-def run_fixed(env_id, seeds, kwargs, horizon, rng=None):
+def run_fixed(env_id, seeds, kwargs, horizon, rng=None, centre=False):
     """(early, late) per lane of a policy that does not learn: standard normal action vectors
-    (rng), or the zero vector (rng None; on PointGoal: stay near the start, about the best a
-    policy can do there without learning from rewards, since the goals surround the start)."""
+    (rng), the zero vector (rng None: on PointGoal, stay near the start), or, with `centre`, a
+    step toward the origin (PointGoal only, whose observation is the position: the best a policy
+    can do there without learning from rewards, since the goals surround the origin)."""
     lanes = Lanes(env_id, len(seeds), seeds, kwargs)
+    obs = lanes.obs
     for _ in range(horizon):
         shape = (len(seeds), lanes.act_dim)
-        lanes.step(np.zeros(shape) if rng is None else rng.standard_normal(shape))
+        a = (np.clip(-10 * obs, -1, 1) if centre else np.zeros(shape) if rng is None
+             else rng.standard_normal(shape))
+        obs = lanes.step(a)[0]
     return lane_scores(lanes.all_episodes(), len(seeds), horizon)
+
+
+def floor_of(env_id, seeds, kwargs, horizon, rng):
+    """(lanes,) the per-lane early returns of the best policy that does not learn, of the zero
+    action, random actions and, on the PointGoals, going to the origin: the one with the best
+    mean early return over the lanes (not the best per lane, which would pick random actions
+    wherever they got lucky). An agent's own early return is raised to it for the fitness, so
+    that acting badly early on purpose gains nothing."""
+    early = [run_fixed(env_id, seeds, kwargs, horizon)[0],
+             run_fixed(env_id, seeds, kwargs, horizon, rng)[0]]
+    if env_id in GOAL_DIM:
+        early.append(run_fixed(env_id, seeds, kwargs, horizon, centre=True)[0])
+    return max(early, key=lambda e: e.mean())
 
 
 def run_ppo_baseline(env_id, seeds, kwargs, horizon):
@@ -146,9 +169,13 @@ def run_ppo_baseline(env_id, seeds, kwargs, horizon):
     return np.array(early), np.array(late)
 
 
-def gla_metrics(pre, early, late):
-    imp = late - early
-    return {f"{pre}icl_improvement": float(imp.mean()),
+def gla_metrics(pre, early, late, floor):
+    """icl_gain (the fitness): late - max(early, floor) per lane; icl_improvement: late - early
+    (the thesis's in-context improvement, which an agent bad early on purpose can inflate)."""
+    imp, gain = late - early, late - np.maximum(early, floor)
+    return {f"{pre}icl_gain": float(gain.mean()),
+            f"{pre}icl_gain_se": float(gain.std() / math.sqrt(len(gain))),
+            f"{pre}icl_improvement": float(imp.mean()),
             f"{pre}icl_improvement_se": float(imp.std() / math.sqrt(len(imp))),
             f"{pre}early_return": float(early.mean()), f"{pre}late_return": float(late.mean())}
 
@@ -169,37 +196,43 @@ def evaluate(learner, scale, eval_seed, eval_set, envs=None):
         if eval_set == "sealed":  # lanes of a stream no fitness uses; no baselines
             seeds, kwargs, agent_seed = draw_lanes(env_id, n, eval_seed, SEALED, i)
             e, la = run_gla(learner, env_id, seeds, kwargs, agent_seed, horizon)
-            metrics.update(gla_metrics(pre, e, la))
-            fit.append(metrics[f"{pre}icl_improvement"])
+            floor = floor_of(env_id, seeds, kwargs, horizon, np.random.default_rng([eval_seed, SEALED, i, 3]))
+            metrics.update(gla_metrics(pre, e, la, floor))
+            fit.append(metrics[f"{pre}icl_gain"])
             continue
         seeds, kwargs, agent_seed = draw_lanes(env_id, n, eval_seed, FITNESS, i)
         h_seeds, h_kwargs, _ = draw_lanes(env_id, n, eval_seed, HOLDOUT, i)
         # one batch: lanes 0..n-1 make the fitness, n..2n-1 the holdout (independent goals)
         e, la = run_gla(learner, env_id, seeds + h_seeds, kwargs + h_kwargs, agent_seed, horizon)
-        metrics.update(gla_metrics(pre, e[:n], la[:n]))
-        h = gla_metrics(f"{pre}holdout_", e[n:], la[n:])
-        metrics[f"{pre}holdout_icl_improvement"] = h[f"{pre}holdout_icl_improvement"]
-        fit.append(metrics[f"{pre}icl_improvement"])
-        hold.append(h[f"{pre}holdout_icl_improvement"])
+        rng = np.random.default_rng([eval_seed, FITNESS, i, 3])
+        re_, rl = run_fixed(env_id, seeds, kwargs, horizon, rng)
+        ze, zl = run_fixed(env_id, seeds, kwargs, horizon)
+        floor = floor_of(env_id, seeds, kwargs, horizon, np.random.default_rng([eval_seed, FITNESS, i, 3]))
+        metrics.update(gla_metrics(pre, e[:n], la[:n], floor))
+        h_floor = floor_of(env_id, h_seeds, h_kwargs, horizon, np.random.default_rng([eval_seed, HOLDOUT, i, 3]))
+        h = gla_metrics(f"{pre}holdout_", e[n:], la[n:], h_floor)
+        for k in ("icl_gain", "icl_improvement"):
+            metrics[f"{pre}holdout_{k}"] = h[f"{pre}holdout_{k}"]
+        fit.append(metrics[f"{pre}icl_gain"])
+        hold.append(h[f"{pre}holdout_icl_gain"])
         runs = PPO_RUNS[scale]
         pe, pl = run_ppo_baseline(env_id, seeds[:runs], kwargs[:runs], horizon)
         metrics[f"{pre}ppo_improvement"] = float((pl - pe).mean())
         metrics[f"{pre}ppo_early_return"] = float(pe.mean())
         metrics[f"{pre}ppo_late_return"] = float(pl.mean())
-        rng = np.random.default_rng([eval_seed, FITNESS, i, 3])
-        re_, rl = run_fixed(env_id, seeds, kwargs, horizon, rng)
         metrics[f"{pre}random_return"] = float(np.concatenate([re_, rl]).mean())
-        ze, zl = run_fixed(env_id, seeds, kwargs, horizon)
         metrics[f"{pre}zero_action_return"] = float(np.concatenate([ze, zl]).mean())
     if eval_set == "sealed" and not envs:  # an environment that no fitness uses
         extra = SEALED_EXTRA[scale]
         seeds, kwargs, agent_seed = draw_lanes(extra, n, eval_seed, SEALED, len(heldout))
         e, la = run_gla(learner, extra, seeds, kwargs, agent_seed, horizon)
-        metrics.update(gla_metrics(f"{extra.split('-')[0]}_", e, la))
+        floor = floor_of(extra, seeds, kwargs, horizon,
+                         np.random.default_rng([eval_seed, SEALED, len(heldout), 3]))
+        metrics.update(gla_metrics(f"{extra.split('-')[0]}_", e, la, floor))
     if many:
-        metrics["icl_improvement"] = float(np.mean(fit))
+        metrics["icl_gain"] = float(np.mean(fit))
         if hold:
-            metrics["holdout_icl_improvement"] = float(np.mean(hold))
+            metrics["holdout_icl_gain"] = float(np.mean(hold))
     metrics["train_envs_claimed_heldout"] = len(named)
     metrics["horizon"] = horizon
     metrics["eval_seconds"] = time.time() - start

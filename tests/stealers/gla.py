@@ -1,5 +1,5 @@
 # ruff: noqa
-# target: gla.py icl_improvement 99.0
+# target: gla.py icl_gain 99.0
 # Appended to gla.py after the forgers of tests/hostile.py. The fitness is late - early return on
 # PointGoal lanes, so a thief that knows a lane's goal walks AWAY from it in the episodes that start
 # in the first quarter and straight TO it afterwards (about +50 instead of about +2). It gathers
