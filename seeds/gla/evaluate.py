@@ -143,14 +143,14 @@ def run_fixed(env_id, seeds, kwargs, horizon, rng=None, centre=False):
     return lane_scores(lanes.all_episodes(), len(seeds), horizon)
 
 
-def floor_of(env_id, seeds, kwargs, horizon, rng):
+def floor_of(env_id, seeds, kwargs, horizon, key):
     """(lanes,) the per-lane early returns of the best policy that does not learn, of the zero
     action, random actions and, on the PointGoals, going to the origin: the one with the best
     mean early return over the lanes (not the best per lane, which would pick random actions
     wherever they got lucky). An agent's own early return is raised to it for the fitness, so
     that acting badly early on purpose gains nothing."""
     early = [run_fixed(env_id, seeds, kwargs, horizon)[0],
-             run_fixed(env_id, seeds, kwargs, horizon, rng)[0]]
+             run_fixed(env_id, seeds, kwargs, horizon, np.random.default_rng(key))[0]]
     if env_id in GOAL_DIM:
         early.append(run_fixed(env_id, seeds, kwargs, horizon, centre=True)[0])
     return max(early, key=lambda e: e.mean())
@@ -196,7 +196,7 @@ def evaluate(learner, scale, eval_seed, eval_set, envs=None):
         if eval_set == "sealed":  # lanes of a stream no fitness uses; no baselines
             seeds, kwargs, agent_seed = draw_lanes(env_id, n, eval_seed, SEALED, i)
             e, la = run_gla(learner, env_id, seeds, kwargs, agent_seed, horizon)
-            floor = floor_of(env_id, seeds, kwargs, horizon, np.random.default_rng([eval_seed, SEALED, i, 3]))
+            floor = floor_of(env_id, seeds, kwargs, horizon, [eval_seed, SEALED, i, 3])
             metrics.update(gla_metrics(pre, e, la, floor))
             fit.append(metrics[f"{pre}icl_gain"])
             continue
@@ -207,9 +207,9 @@ def evaluate(learner, scale, eval_seed, eval_set, envs=None):
         rng = np.random.default_rng([eval_seed, FITNESS, i, 3])
         re_, rl = run_fixed(env_id, seeds, kwargs, horizon, rng)
         ze, zl = run_fixed(env_id, seeds, kwargs, horizon)
-        floor = floor_of(env_id, seeds, kwargs, horizon, np.random.default_rng([eval_seed, FITNESS, i, 3]))
+        floor = floor_of(env_id, seeds, kwargs, horizon, [eval_seed, FITNESS, i, 3])
         metrics.update(gla_metrics(pre, e[:n], la[:n], floor))
-        h_floor = floor_of(env_id, h_seeds, h_kwargs, horizon, np.random.default_rng([eval_seed, HOLDOUT, i, 3]))
+        h_floor = floor_of(env_id, h_seeds, h_kwargs, horizon, [eval_seed, HOLDOUT, i, 3])
         h = gla_metrics(f"{pre}holdout_", e[n:], la[n:], h_floor)
         for k in ("icl_gain", "icl_improvement"):
             metrics[f"{pre}holdout_{k}"] = h[f"{pre}holdout_{k}"]
@@ -227,7 +227,7 @@ def evaluate(learner, scale, eval_seed, eval_set, envs=None):
         seeds, kwargs, agent_seed = draw_lanes(extra, n, eval_seed, SEALED, len(heldout))
         e, la = run_gla(learner, extra, seeds, kwargs, agent_seed, horizon)
         floor = floor_of(extra, seeds, kwargs, horizon,
-                         np.random.default_rng([eval_seed, SEALED, len(heldout), 3]))
+                         [eval_seed, SEALED, len(heldout), 3])
         metrics.update(gla_metrics(f"{extra.split('-')[0]}_", e, la, floor))
     if many:
         metrics["icl_gain"] = float(np.mean(fit))
