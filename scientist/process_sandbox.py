@@ -1,14 +1,16 @@
-"""Sandboxes run one step (train or evaluate) of a variant and report how it ended.
+"""The unconfined process sandbox (`--sandbox process`): steps as plain processes.
 
-`LocalSandbox` runs the step as a subprocess in its own session (process group) with:
-a wall-clock limit (the whole group is killed), a resident-memory limit over the whole
-process tree (polled; the group is killed when it is exceeded), an environment built
-from an allow-list (no API keys or other secrets), a working copy of the variant as its
-current directory, and stdout/stderr captured to files. Nothing is left behind: every
-process of a step inherits a `SCIENTIST_STEP` tag in its environment, so one that left
-the session (setsid, a double fork) is still counted and killed. It does not confine
-file writes or the network: that is what the Docker sandbox is for. A crash, timeout or OOM is an
-outcome, never an exception.
+It is no boundary, and exists only for machines where bubblewrap cannot run, on explicit
+request; the banner, `scientist show` and the report say so. What it does: each step
+runs as a subprocess in its own session (process group) with a wall-clock limit (the
+whole group is killed), a resident-memory limit over the whole process tree (polled ten
+times a second over /proc; the group is killed when it is exceeded), an environment
+built from the allow-list (no API keys or other secrets), and stdout/stderr captured to
+files. Every process of a step inherits a `SCIENTIST_STEP` tag in its environment, so
+one that left the session (setsid, a double fork) is still counted and killed. What it
+does not do: confine file reads and writes (the run folder, the user's home and
+site-packages are all in reach), the network, or the view of other processes and their
+environments (`/proc/<pid>/environ` of the orchestrator holds its API keys).
 """
 
 from __future__ import annotations
@@ -22,84 +24,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
-from scientist.errors import ScientistError
+from scientist.sandbox import POLL_SECONDS, TERM_GRACE_SECONDS, Step, StepOutcome, clean_env
 
-# Variables a step may inherit from the host. Everything else (API keys, tokens, cloud
-# credentials, SSH agents, ...) is withheld.
-ENV_ALLOW = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "CUDA_VISIBLE_DEVICES",
-             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "SYSTEMROOT")
-POLL_SECONDS = 0.1
 TAG_VAR = "SCIENTIST_STEP"  # every process of a step inherits this tag, even outside its session
-TERM_GRACE_SECONDS = 3.0
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024 if hasattr(os, "sysconf") else 4
-
-
-@dataclass(frozen=True)
-class Step:
-    """One command to run for a variant."""
-
-    kind: str  # "train" or "evaluate"
-    command: str  # already formatted; split with shlex
-    cwd: Path  # the variant's working copy
-    out: Path  # the one folder the step is meant to write
-    stdout: Path
-    stderr: Path
-    timeout: float
-    memory_mb: int
-    env: Mapping[str, str] = field(default_factory=dict)
-    threads: int = 1
-    outputs: tuple[Path, ...] = ()  # files outside `out` the step writes (evaluate: metrics)
-    inputs: tuple[Path, ...] = ()  # other paths the step may read (the learner: the checkpoint)
-    ipc: Path | None = None  # the judge-learner socket folder, shared by the two steps
-    ipc_writable: bool = False  # the learner's (it binds the socket); the judge only connects
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    status: str  # ok | crash | timeout | oom | cancelled (ended by the framework: a learner
-    #              whose judge has finished)
-    returncode: int | None
-    seconds: float
-    peak_rss_mb: float
-    reason: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-class Sandbox(Protocol):
-    name: str
-    python: str
-
-    def run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
-        """Run `step` to its end; if `cancel` is set meanwhile, end it (status `cancelled`)."""
-        ...
-
-    def kill_leftovers(self) -> int:
-        """Kill what this run's steps left behind when the orchestrator was killed."""
-        ...
-
-    def kill_all(self) -> None: ...
-
-
-def clean_env(extra: Mapping[str, str], threads: int, home: Path) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ENV_ALLOW if k in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    n = str(max(1, threads))
-    # No user site-packages: HOME is the step's own folder, shared by train and evaluate,
-    # and a usercustomize.py that training left there would run inside the evaluator.
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONNOUSERSITE="1",
-               OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n,
-               SCIENTIST_THREADS=n)
-    env.update(extra)
-    return env
 
 
 # Held back while a step starts: Python runs at-fork callbacks (logging's, for one) in the
@@ -170,10 +99,10 @@ def _stat(pid: int) -> list[int]:
                 for x in f.read().rsplit(b")", 1)[1].split()]
 
 
-class LocalSandbox:
-    """Subprocesses on this machine; see the module docstring for what is enforced."""
+class ProcessSandbox:
+    """Unconfined subprocesses on this machine; see the module docstring."""
 
-    name = "local"
+    name = "process"
 
     def __init__(self, python: str | None = None, label: str = ""):
         self.python = python or sys.executable
@@ -297,50 +226,3 @@ class LocalSandbox:
             steps = list(self._steps.items())
         for sid, tag in steps:
             self._kill_step(sid, tag)
-
-
-def format_command(template: str, **values: object) -> str:
-    """Fill a seed command's placeholders, quoting each value for the shell splitter."""
-    return template.format(**{k: shlex.quote(str(v)) for k, v in values.items()})
-
-
-def _docker(**kwargs: object) -> Sandbox:
-    from scientist.docker_sandbox import DockerSandbox  # imports the docker SDK: only when used
-
-    return DockerSandbox(**kwargs)
-
-
-SANDBOXES = {"local": LocalSandbox, "docker": _docker}
-
-
-def make_sandbox(name: str, **kwargs: object) -> Sandbox:
-    if name not in SANDBOXES:
-        raise ValueError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)}")
-    return SANDBOXES[name](**kwargs)
-
-
-def check_config(config: object) -> None:
-    """Say what is wrong with a run's sandbox settings before its run folder is made:
-    an unknown sandbox, GPUs without Docker, no Docker daemon or no current image."""
-    name = getattr(config, "sandbox", "local")
-    gpus = getattr(config, "gpus", "") or ""
-    if name not in SANDBOXES:
-        raise ScientistError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)}")
-    if gpus and name != "docker":
-        raise ScientistError(f"--gpus needs --sandbox docker (the {name} sandbox does not "
-                             "assign GPUs)")
-    if name == "docker":
-        from scientist.docker_sandbox import gpu_groups, preflight
-
-        gpu_groups(gpus, getattr(config, "gpus_per_step", 1))
-        preflight()
-
-
-def sandbox_for(config: object, label: str) -> Sandbox:
-    """The sandbox a run's configuration asks for (GPUs only in Docker containers)."""
-    name = getattr(config, "sandbox", "local")
-    if name != "docker":
-        check_config(config)
-        return make_sandbox(name, label=label)
-    return make_sandbox(name, label=label, gpus=getattr(config, "gpus", "") or "",
-                        gpus_per_step=getattr(config, "gpus_per_step", 1))

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from scientist.evaluator import Evaluator, read_metrics
+from scientist.process_sandbox import ProcessSandbox
 from scientist.sandbox import LocalSandbox
 from scientist.seed import load_seed
 from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT
@@ -17,12 +18,12 @@ from scientist.workspace import Workspace
 class Bench:
     """An evaluator on a toy-seed copy, and a way to commit variants of its train.py."""
 
-    def __init__(self, toy, tmp_path, workers: int = 1):
+    def __init__(self, toy, tmp_path, workers: int = 1, sandbox=None):
         self.seed = load_seed(toy.path)
         self.ws = Workspace.create(tmp_path / "repo", self.seed)
         self.root = self.ws.head_of("v0000")
         self.tmp = tmp_path
-        self.evaluator = Evaluator(self.seed, self.seed.scale("test"), self.ws, LocalSandbox(),
+        self.evaluator = Evaluator(self.seed, self.seed.scale("test"), self.ws, sandbox or LocalSandbox(),
                                    self.root, workers=workers)
         self.n = 0
 
@@ -58,8 +59,18 @@ def test_a_normal_variant_gets_a_fitness_from_each_training_seed(toy, tmp_path):
     assert not (folder / "work").exists() and not (folder / "eval-work").exists()
 
 
-def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
+def test_cheating_training_cannot_touch_the_evaluator(toy, tmp_path):
+    # the default sandbox mounts the working copy read-only: the overwrite itself fails
     b = Bench(toy, tmp_path)
+    cheat = b.evaluate(b.variant(mode="cheat"), "cheat")
+    assert not cheat.ok and cheat.seeds[0].status == SEED_CRASH
+    assert "Read-only file system: 'evaluate.py'" in cheat.seeds[0].stderr_tail
+
+
+def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
+    # where the sandbox lets the overwrite through (unconfined), the evaluator's pristine
+    # copy is what runs
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     honest = b.evaluate(b.variant(mode="normal"), "honest")
     cheat = b.evaluate(b.variant(mode="cheat"), "cheat")
     assert cheat.ok
@@ -188,14 +199,19 @@ def load(f):
 
 def test_modules_planted_by_training_do_not_reach_the_evaluator(toy, tmp_path):
     # training leaves a `json.py` next to evaluate.py at run time (nothing of it shows in
-    # train.py's diff); `import json` in the pristine evaluator must not pick it up
-    b = Bench(toy, tmp_path)
+    # train.py's diff); `import json` in the pristine evaluator must not pick it up. The
+    # default sandbox refuses the write (read-only working copy); the unconfined one lets
+    # it through, and the evaluator's fresh export is what keeps it out.
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     text = b.ws.read(b.root, ["train.py"])["train.py"].replace(
         "    args = Args()\n",
         "    args = Args()\n    import shutil; shutil.copy('payload.txt', 'json.py')\n")
     commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": FAKE_JSON}, "v1", "v0001")
     r = b.evaluate(commit, "planted-module")
     assert r.ok and -10 < r.mean < 0, r.seeds[0]
+    b.evaluator.sandbox = LocalSandbox()
+    confined = b.evaluate(commit, "planted-module-confined")
+    assert "Read-only file system: 'json.py'" in confined.seeds[0].stderr_tail
 
 
 USERCUSTOMIZE = """\
@@ -214,9 +230,10 @@ json.dump = dump
 
 
 def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_path):
-    # training and evaluation share the step's HOME; a usercustomize module in its user
-    # site-packages would run inside the pristine evaluator at start-up
-    b = Bench(toy, tmp_path)
+    # training and evaluation share the step's HOME in the unconfined sandbox (the default
+    # one gives each step a private one); a usercustomize module in its user site-packages
+    # would run inside the pristine evaluator at start-up
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     plant = ("import site; os.makedirs(site.getusersitepackages(), exist_ok=True); "
              "shutil.copy('payload.txt', os.path.join(site.getusersitepackages(), "
              "'usercustomize.py'))")
@@ -225,3 +242,5 @@ def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_p
     commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": USERCUSTOMIZE}, "v1", "v0001")
     r = b.evaluate(commit, "user-site")
     assert r.ok and -10 < r.mean < 0, r.seeds[0]
+    b.evaluator.sandbox = LocalSandbox()
+    assert b.evaluate(commit, "user-site-confined").ok
