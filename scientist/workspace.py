@@ -122,7 +122,10 @@ class Workspace:
         dest.mkdir(parents=True, exist_ok=True)
         data = self.repo.git.archive(commit, stdout_as_string=False)
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):  # 3.12, and 3.10.12 / 3.11.4 onwards
+                tar.extractall(dest, filter="data")
+            else:  # git archive writes no absolute, `..` or device entries to filter out
+                tar.extractall(dest)
 
     def tag_best(self, commit: str) -> None:
         self.repo.git.update_ref("refs/heads/best", commit)
