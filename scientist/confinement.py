@@ -15,7 +15,8 @@ step in new namespaces and a new, mostly empty root filesystem. What a step sees
   `scientist` package for the judge/learner harness), and its working copy (`cwd`) and
   `inputs`; a root filesystem that is read-only as well;
 - private and empty: `/tmp` (also its HOME), `/dev` (the usual devices; NVIDIA devices
-  are passed through where they exist), `/proc` of its own namespace;
+  are passed through where they exist), `/proc` of its own namespace (the folders leading
+  to a bound path under /tmp are read-only);
 - writable: its `out` folder, the files in `outputs` (the judge's metrics file), and the
   judge-learner socket folder for the learner; stdout and stderr are file descriptors
   the orchestrator opened, so the log files' folder is not in view;
@@ -129,6 +130,18 @@ def argv(cwd: Path, *, ro: Iterable[Path] = (), rw: Iterable[Path] = (),
             add(str(p), ["--tmpfs", str(p), "--remount-ro", str(p)])
         elif p.exists():
             add(str(p), ["--ro-bind", "/dev/null", str(p)])
+    # Bound paths under the private /tmp (a run folder there, as in tests) get their
+    # folders made in it; made read-only (no capabilities: root obeys the mode), a step
+    # cannot write beside them where the run folder would be.
+    points = {p for p, _ in ops}
+    for p in list(points):
+        if Path(p).is_relative_to("/tmp") and p != HOME:
+            for parent in Path(p).parents:
+                if parent == Path("/tmp"):
+                    break
+                if str(parent) not in points:
+                    points.add(str(parent))
+                    add(str(parent), ["--perms", "0555", "--dir", str(parent)])
     # A parent must be mounted before what is inside it, or it would cover it; among
     # equals, the order above (system, then the step's own paths, then what is hidden).
     ops.sort(key=lambda op: len(Path(op[0]).parts))
