@@ -446,3 +446,29 @@ def test_a_running_variant_reports_what_it_is_doing(toy, make_run):
     beats = [ln for ln in out.getvalue().splitlines() if "training: meta-step 7 loss 0.25" in ln]
     assert beats and all("v0000 seed" in ln for ln in beats)
     assert {ln.split("v0000 seed ")[1][0] for ln in beats} == {"0", "1"}
+
+
+def test_a_quick_crash_does_not_let_a_long_variant_start_past_the_budget(toy, make_run):
+    """The budget guard goes by the pace of variants that ran to their end, not by the last
+    one, which may have crashed in a second."""
+    from scientist.console import Progress
+    from scientist.run import Stop
+    from scientist.variant import DONE, FAILED, Result, SeedResult
+
+    run, _ = make_run(toy, iterations=5, time_budget=150.0)
+    try:
+        a = run.archive
+        base = a.new_variant(None, 0, status="running")
+        a.record_result(base.id, Result([SeedResult(0, "ok", train_seconds=55, eval_seconds=5,
+                                                    metrics={"neg_mse": -1.0})], "neg_mse"), DONE)
+        crash = a.new_variant(0, 1, status="running")
+        a.record_result(crash.id, Result([SeedResult(0, "crash", "exit status 1", train_seconds=1)],
+                                         "neg_mse"), FAILED)
+        run.progress = Progress(make_console()[0], 5, elapsed_before=100.0)
+        with pytest.raises(Stop, match="time budget of 150 s reached after 100 s "
+                                       r"\(a variant takes about 60 s\)"):
+            run._check_budget()
+        run.config.time_budget = 200.0  # room for another 60 s variant: it starts
+        run._check_budget()
+    finally:
+        run.close()
