@@ -80,14 +80,43 @@ def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
 
 
 def test_metrics_planted_by_training_are_not_read(toy, tmp_path):
-    b = Bench(toy, tmp_path)
     # training writes metrics files where the real one goes: only what the pristine
-    # evaluator writes afterwards counts
+    # evaluator writes afterwards counts. The default sandbox refuses the write beside
+    # `out`; the unconfined one lets it through, and the evaluator deletes it.
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     plant = ("import json; [json.dump({'neg_mse': 1e9}, open(p, 'w')) for p in "
              "(os.path.join(a.out, '..', 'metrics.json'), os.path.join(a.out, 'metrics.json'))]")
     commit = b.variant(plant)
     r = b.evaluate(commit, "planted")
     assert r.ok and r.mean < 0
+    b.evaluator.sandbox = LocalSandbox()
+    r = b.evaluate(commit, "planted-confined")
+    assert not r.ok and "Permission denied" in r.seeds[0].stderr_tail
+
+
+class Recording:
+    """The local sandbox, keeping every Step it was given."""
+
+    def __init__(self):
+        self.inner, self.steps = LocalSandbox(), []
+        self.name, self.python = self.inner.name, self.inner.python
+
+    def run(self, step, cancel=None):
+        self.steps.append(step)
+        return self.inner.run(step, cancel)
+
+
+def test_evaluation_data_is_hidden_from_training(toy, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    toy.replace_manifest('evaluate_env = { TOY_EVAL_ONLY = "1" }',
+                         f'evaluate_env = {{ TOY_EVAL_ONLY = "1", TOY_DATA = "{data}" }}')
+    rec = Recording()
+    b = Bench(toy, tmp_path, sandbox=rec)
+    assert b.evaluate(b.root, "data").ok
+    kinds = {s.kind: s for s in rec.steps}
+    assert kinds["train"].hidden == (data,)
+    assert kinds["evaluate"].hidden == () and kinds["evaluate"].env["TOY_DATA"] == str(data)
 
 
 def test_evaluate_env_reaches_only_the_evaluate_step(toy, tmp_path):

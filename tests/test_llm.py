@@ -445,3 +445,19 @@ def test_a_secret_a_step_prints_is_nowhere_it_could_be_read(toy, make_run, llm, 
     assert (run.dir / "notebook.md").is_file() and (run.dir / "llm" / "transcript.jsonl").is_file()
     for p in files_of(run.dir):
         assert core.encode() not in p.read_bytes(), f"secret found in {p}"
+
+
+def test_a_secret_in_a_reply_is_redacted_before_it_is_serialised(toy, make_run, llm, monkeypatch):
+    """The transcript and the cache are JSON: a secret with a quote, a backslash or a
+    newline is written escaped, so it must be redacted before, not after, serialising."""
+    secret = 'pw-"q\\b\nz-' + "".join(random.Random(3).choice("ghijkmnopqrstuvwxyz") for _ in range(20))
+    monkeypatch.setenv("LAB_DB_PASSWORD", secret)
+    good = good_reply().replace("Raise lr", f"Raise lr (the database said {secret})")
+    llm.queue(Reply(good))
+    run, _ = llm_run(make_run, toy, llm, iterations=1)
+    assert run.execute() == 0
+    for p in (run.dir / "llm").rglob("*"):
+        if p.is_file():
+            data = p.read_text()
+            assert secret[-20:] not in data, p
+    assert "[redacted]" in (run.dir / "llm" / "transcript.jsonl").read_text()

@@ -406,6 +406,26 @@ def test_writes_outside_out_are_refused(tmp_path):
     assert not Path(targets["scientist"]).exists()
 
 
+def test_a_step_cannot_remount_its_code_writable(tmp_path):
+    """Root inside the sandbox has no capabilities: the read-only mounts stay read-only."""
+    p = script(tmp_path, """
+        import ctypes, os, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        MS_REMOUNT, MS_BIND = 32, 4096
+        rc = libc.mount(None, os.getcwd().encode(), None, MS_REMOUNT | MS_BIND, None)
+        print("mount", rc, os.strerror(ctypes.get_errno()))
+        try:
+            open("planted.py", "w").write("x")
+            print("written")
+        except OSError as e:
+            print("write", e.strerror)
+    """)
+    assert LocalSandbox().run(step(tmp_path, p)).ok
+    assert (tmp_path / "step.out").read_text() == (
+        "mount -1 Operation not permitted\nwrite Read-only file system\n")
+    assert not (tmp_path / "code" / "planted.py").exists()
+
+
 def test_a_learner_cannot_read_the_judges_environment(tmp_path):
     """Judge and learner run at the same time in separate namespaces: the judge's secret
     evaluation seed is not in any environment the learner can see."""
