@@ -292,3 +292,16 @@ def test_the_unconfined_sandbox_is_said_loudly(toy, tmp_path, scientist):
     code, out = scientist("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "0",
                           "--runs-dir", str(tmp_path / "runs"), "--run-id", "l", "--no-report")
     assert "local sandbox" in out and "does not confine" not in out
+
+
+def test_without_bubblewrap_run_is_refused_with_the_fix(toy, tmp_path, scientist, monkeypatch):
+    from scientist import confinement
+
+    monkeypatch.setattr(confinement, "_PROBED", {})
+    monkeypatch.setattr(confinement, "bwrap_path", lambda: None)
+    code, out = scientist("run", "--seed", str(toy.path), "--scale", "test",
+                          "--runs-dir", str(tmp_path / "runs"))
+    assert code == 2 and "apt-get install bubblewrap" in out and "--sandbox process" in out
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+    code, out = scientist("doctor")
+    assert "missing  local sandbox: the local sandbox needs bubblewrap" in out

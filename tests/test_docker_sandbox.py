@@ -126,8 +126,15 @@ def docker_client():
 
 
 def containers(docker_client, label: str) -> list:
+    import docker.errors
+
     from scientist.docker_sandbox import LABEL_RUN
 
+    for _ in range(10):  # the SDK lists, then inspects each: one may be removed in between
+        try:
+            return docker_client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={label}"})
+        except docker.errors.NotFound:
+            time.sleep(0.1)
     return docker_client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={label}"})
 
 
