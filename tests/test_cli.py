@@ -301,7 +301,8 @@ def test_without_bubblewrap_run_is_refused_with_the_fix(toy, tmp_path, scientist
     monkeypatch.setattr(confinement, "bwrap_path", lambda: None)
     code, out = scientist("run", "--seed", str(toy.path), "--scale", "test",
                           "--runs-dir", str(tmp_path / "runs"))
+    out = " ".join(out.split())  # the console wraps long lines
     assert code == 2 and "apt-get install bubblewrap" in out and "--sandbox process" in out
     assert not (tmp_path / "runs").exists()  # refused before a run folder was made
     code, out = scientist("doctor")
-    assert "missing  local sandbox: the local sandbox needs bubblewrap" in out
+    assert "missing local sandbox: the local sandbox needs bubblewrap" in " ".join(out.split())
