@@ -239,3 +239,19 @@ def test_binary_protected_files_reach_the_evaluator_intact(toy, make_run):
         assert run.archive.get(0).status == "done", run.archive.get(0).result
     finally:
         run.close()
+
+
+def test_a_crash_on_a_full_disk_is_not_the_variants_fault(toy, make_run, monkeypatch):
+    import scientist.evaluator
+
+    toy.set_mode("crash").set_scale(training_seeds=1)
+    monkeypatch.setattr(scientist.evaluator, "_free_bytes", lambda path: 0)
+    run, out = make_run(toy, iterations=1)
+    run.infra_wait = 0.01
+    try:
+        assert run.execute() == 1
+        text = " ".join(out.getvalue().split())
+        assert "is full; free space and resume the run" in text and "not the variant's fault" in text
+        assert run.archive.get(0).status == RUNNING  # in flight, not failed
+    finally:
+        run.close()
