@@ -51,8 +51,7 @@ SYSTEM = ("/usr", "/etc", "/sys", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "
 # files under /etc a step has no business reading (root inside keeps file ownership)
 MASKED = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers",
           "/etc/ssh", "/etc/ssl/private", "/etc/docker", "/etc/machine-id")
-GPU_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "nvidia-caps",
-               "dri")
+GPU_DEVICES = ("nvidia*", "dri")  # /dev entries passed through where they exist (untested: no GPU here)
 FIX = ("install it with `apt-get install bubblewrap` (Debian/Ubuntu; `dnf install bubblewrap` "
        "on Fedora), or, knowing that variants then run unconfined, ask for it: "
        "`--sandbox process`")
@@ -86,9 +85,7 @@ def package_dir() -> Path:
 
 
 def gpu_devices() -> list[str]:
-    dev = Path("/dev")
-    return sorted(str(p) for p in dev.glob("nvidia*")) + [
-        str(dev / d) for d in GPU_DEVICES if (dev / d).exists() and not d.startswith("nvidia")]
+    return sorted(str(p) for pattern in GPU_DEVICES for p in Path("/dev").glob(pattern))
 
 
 def argv(cwd: Path, *, ro: Iterable[Path] = (), rw: Iterable[Path] = (),

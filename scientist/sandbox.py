@@ -140,7 +140,11 @@ class LocalSandbox:
         sid = f"{self.label}-{uuid.uuid4().hex[:12]}"
         rw = [step.out, *step.outputs] + ([step.ipc] if step.ipc and step.ipc_writable else [])
         ro = [*step.inputs] + ([step.ipc] if step.ipc and not step.ipc_writable else [])
-        ro += [Path(v) for v in step.env.values() if os.path.isabs(v) and os.path.exists(v)]
+        # the judge's data: host paths among its environment's values, read-only (not those
+        # in view already, such as the learner's socket in the ipc folder)
+        seen = [step.cwd, *ro, *rw]
+        ro += [Path(v) for v in step.env.values() if os.path.isabs(v) and os.path.exists(v)
+               and not any(Path(v).is_relative_to(p) for p in seen)]
         step.out.mkdir(parents=True, exist_ok=True)
         for f in step.outputs:  # a file must exist to be bound; the step truncates it
             f.parent.mkdir(parents=True, exist_ok=True)
