@@ -163,19 +163,35 @@ class Evaluator:
                          eval_set: str = "fitness") -> SeedResult:
         if d.exists():  # left over from a run that was interrupted: start this seed afresh
             shutil.rmtree(d)
-        work, fresh, judge, out = d / "work", d / "eval-work", d / "judge", d / "out"
+        work, out = d / "work", d / "out"
         out.mkdir(parents=True)
         self.workspace.export(commit, work)
-        metrics_path = d / "metrics.json"
         values = dict(python=self.sandbox.python, scale=self.scale.name, seed=s,
-                      out=out.resolve(), metrics=metrics_path.resolve())
+                      out=out.resolve(), metrics=(d / "metrics.json").resolve())
         try:
             train = self._run(self._step("train", values, work, out, d))
-            res = SeedResult(s, train.status if not train.ok else SEED_OK, train.reason,
-                             train_seconds=train.seconds, peak_rss_mb=train.peak_rss_mb)
-            if not train.ok:
-                res.stdout_tail, res.stderr_tail = tail(d / "train.out"), tail(d / "train.err")
-                return res
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        res = SeedResult(s, train.status if not train.ok else SEED_OK, train.reason,
+                         train_seconds=train.seconds, peak_rss_mb=train.peak_rss_mb)
+        if not train.ok:
+            res.stdout_tail, res.stderr_tail = tail(d / "train.out"), tail(d / "train.err")
+            return res
+        return self._score(commit, res, d, out, pristine, eval_set)
+
+    def score(self, commit: str, s: int, d: Path, out: Path, eval_set: str = "fitness") -> SeedResult:
+        """Score the variant at `commit` on a training output `out` that already exists (of
+        training seed `s`): the evaluate step(s) alone, logs and metrics in `d`."""
+        d.mkdir(parents=True, exist_ok=True)
+        res = self._score(commit, SeedResult(s, SEED_OK), d, out, self.pristine(), eval_set)
+        return self.redactor.dataclass(res)
+
+    def _score(self, commit: str, res: SeedResult, d: Path, out: Path, pristine: dict[str, bytes],
+               eval_set: str) -> SeedResult:
+        fresh, judge, metrics_path = d / "eval-work", d / "judge", d / "metrics.json"
+        values = dict(python=self.sandbox.python, scale=self.scale.name, seed=res.seed,
+                      out=out.resolve(), metrics=metrics_path.resolve())
+        try:
             # Evaluate in a fresh copy of the commit: nothing training left beside the code
             # (e.g. a `json.py` the evaluator would import) reaches it; results are in out/.
             self.workspace.export(commit, fresh)
@@ -187,28 +203,28 @@ class Evaluator:
             else:
                 ev, learner = self._run(self._step("evaluate", values, fresh, out, d,
                                                    eval_set)), None
-            res.eval_seconds, res.peak_rss_mb = ev.seconds, max(res.peak_rss_mb, ev.peak_rss_mb)
-            res.stdout_tail, res.stderr_tail = tail(d / "evaluate.out"), tail(d / "evaluate.err")
-            if learner is not None:  # what the variant's code printed while it was scored
-                res.peak_rss_mb = max(res.peak_rss_mb, learner.peak_rss_mb)
-                res.stdout_tail = _join("judge", res.stdout_tail, "learner", tail(d / "learner.out"))
-                res.stderr_tail = _join("judge", res.stderr_tail, "learner", tail(d / "learner.err"))
-            verdict = read_verdict(metrics_path)
-            if verdict is not None and verdict[0] != "ok":  # the judge's word on the learner
-                status, reason = verdict
-                res.status = {"violated": SEED_VIOLATED}.get(status, status)
-                res.reason = f"{status}: {reason}"
-                return res
-            if not ev.ok:
-                res.status, res.reason = ev.status, ev.reason
-                return res
-            res.metrics, problem = read_metrics(metrics_path, self.seed.metric)
-            if problem:
-                res.status, res.reason = SEED_NO_METRICS, problem
-            return res
         finally:
-            for p in (work, fresh, judge):
-                shutil.rmtree(p, ignore_errors=True)
+            shutil.rmtree(fresh, ignore_errors=True)
+            shutil.rmtree(judge, ignore_errors=True)
+        res.eval_seconds, res.peak_rss_mb = ev.seconds, max(res.peak_rss_mb, ev.peak_rss_mb)
+        res.stdout_tail, res.stderr_tail = tail(d / "evaluate.out"), tail(d / "evaluate.err")
+        if learner is not None:  # what the variant's code printed while it was scored
+            res.peak_rss_mb = max(res.peak_rss_mb, learner.peak_rss_mb)
+            res.stdout_tail = _join("judge", res.stdout_tail, "learner", tail(d / "learner.out"))
+            res.stderr_tail = _join("judge", res.stderr_tail, "learner", tail(d / "learner.err"))
+        verdict = read_verdict(metrics_path)
+        if verdict is not None and verdict[0] != "ok":  # the judge's word on the learner
+            status, reason = verdict
+            res.status = {"violated": SEED_VIOLATED}.get(status, status)
+            res.reason = f"{status}: {reason}"
+            return res
+        if not ev.ok:
+            res.status, res.reason = ev.status, ev.reason
+            return res
+        res.metrics, problem = read_metrics(metrics_path, self.seed.metric)
+        if problem:
+            res.status, res.reason = SEED_NO_METRICS, problem
+        return res
 
     def _judge_and_learner(self, values: dict, fresh: Path, judge: Path, out: Path, d: Path,
                            eval_set: str) -> tuple[StepOutcome, StepOutcome]:

@@ -11,14 +11,16 @@ accuracy (1/T) sum_t [argmax y_hat_t == y_t] over a stream of T test images, ave
 streams, each starting from fresh random LSTM states (thesis sec. 3.4.2). No gradient is taken at
 meta-test time. Run by hand, it starts learner.py itself (--out is the learner's checkpoint folder).
 
-The streams: the fitness streams come from the even-numbered Fashion-MNIST test images, drawn
-with the run's secret evaluation seed (scientist.harness.judge.eval_seed; STREAM_SEED by hand),
-so every variant of a run is scored on the same streams and none can know them in advance. The
-sealed set (SCIENTIST_EVAL_SET=sealed: scored only for the baseline and the final best) is drawn
-from the odd-numbered test images, which the fitness never uses. `holdout_online_acc` repeats
-the protocol on streams from the Fashion-MNIST *training* images (used nowhere else): when a run
-selects many variants on one set of streams, a gap opening between `online_acc` and
-`holdout_online_acc` shows the selection fitting those streams.
+The streams: the fitness streams are the Fashion-MNIST test images (at smoke, all 10,000 of them,
+each in exactly one of the 100 streams), dealt out with the run's secret evaluation seed
+(scientist.harness.judge.eval_seed; STREAM_SEED by hand): every variant of a run is scored on the
+same streams, and none can know them in advance. No image is in two streams of one set, since
+one learner process serves them all. `holdout_online_acc` repeats the protocol on streams of
+even-numbered Fashion-MNIST *training* images (used nowhere else): when a run selects many
+variants on one set of streams, a gap opening between `online_acc` and `holdout_online_acc`
+shows the selection fitting those streams. The sealed set (SCIENTIST_EVAL_SET=sealed: scored
+only for the baseline and the final best, reported under the same metric names) is drawn from
+the odd-numbered training images, which no fitness uses.
 
 Baselines see the same streams with the same preprocessing (data.py), here in the judge: a linear
 softmax classifier (the architecture VSML's single layer corresponds to) trained online, one
@@ -50,7 +52,7 @@ from scientist.harness import judge
 
 # Streams per dataset and examples per stream, per scale. The same for every variant and
 # training seed of a run.
-STREAMS = {"test": (4, 20), "smoke": (100, 100), "full": (32, 2000)}
+STREAMS = {"test": (4, 20), "smoke": (100, 100), "full": (5, 2000)}  # S * T <= 10,000 test images
 STREAM_SEED = 20210617  # the evaluation seed when run by hand (the framework passes the run's)
 MODES = ("grad", "es", "clone")
 ADAM_LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
@@ -58,14 +60,17 @@ SGD_LRS = [1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0]
 
 
 def make_streams(name, split, scale, seed, parity=None):
-    """Inputs (T, S, D) and labels (T, S): S streams of T distinct examples each, drawn with
-    `seed` (an int or a list of ints) from the examples whose index has `parity` (0 even,
-    1 odd, None all)."""
+    """Inputs (T, S, D) and labels (T, S): S streams of T examples, drawn with `seed` (an int or
+    a list of ints) without replacement from the examples whose index has `parity` (0 even,
+    1 odd, None all). No example is in two streams: one learner process serves all S streams,
+    so an example shared between streams would let it pass labels from one to another."""
     num, length = STREAMS[scale]
     x, y = data.load(name, split, scale)
     pool = np.arange(len(x)) if parity is None else np.arange(parity, len(x), 2)
-    rng = np.random.default_rng(seed)
-    idx = np.stack([rng.choice(pool, length, replace=False) for _ in range(num)], axis=1)
+    if num * length > len(pool):
+        raise data.DataError(f"{num} streams of {length} need {num * length} distinct examples; "
+                             f"{name}/{split} has {len(pool)}")
+    idx = np.random.default_rng(seed).choice(pool, num * length, replace=False).reshape(length, num)
     return torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
 
 
@@ -143,12 +148,12 @@ def evaluate(learner, scale, eval_seed, eval_set):
         accs = run_linear(tune_x, tune_y, lrs, adam).mean(dim=(1, 2))
         best[name] = int(accs.argmax())
         metrics[f"{name}_lr"] = lrs[best[name]]
-    if eval_set == "sealed":  # odd test images: never part of a fitness
-        sets = (("fashion_mnist", "test", "", [eval_seed, 3], 1),)
+    if eval_set == "sealed":  # odd Fashion training images: never part of a fitness
+        sets = (("fashion_mnist", "train", "", [eval_seed, 3], 1),)
     else:
-        sets = (("fashion_mnist", "test", "", [eval_seed, 0], 0),
+        sets = (("fashion_mnist", "test", "", [eval_seed, 0], None),
                 ("mnist", "test", "mnist_", [eval_seed, 1], None),
-                ("fashion_mnist", "train", "holdout_", [eval_seed, 2], None))
+                ("fashion_mnist", "train", "holdout_", [eval_seed, 2], 0))
     for dataset, split, prefix, seed, parity in sets:
         xs, ys = make_streams(dataset, split, scale, seed, parity)
         correct = run_vsml(learner, xs, ys, seed[0] + seed[1])  # (T, S)
