@@ -117,19 +117,27 @@ def make_env(task: str, batch: int, seed: int):
 
 
 @torch.no_grad()
-def execute(step_fn, state, task: str, steps: int, seed: int, device="cpu"):
+def execute(step_fn, state, task: str, steps: int, seed, device="cpu"):
     """Execute B solutions for `steps` steps, each in its own copy of the task.
 
     step_fn(state, x) -> (state, logits): one step of the solutions (B of them, batched) on
     inputs x (B, input_size(task)), returning their (self-modified) state and action logits
     (B, NUM_ACTIONS[task]). Actions are sampled here from softmax(logits) with a generator
     seeded by `seed`, so an execution is reproducible from (state, task, seed).
+    `seed` may also be a list of G seeds: the B executions are then G equal groups of lanes,
+    each with its own environments and action noise seeded by its seed, exactly as G calls
+    with one seed each would run them, but stepped as one batch (one step_fn call per step;
+    the evaluator's learner answers one request per step).
     Returns the final state and the score of each execution (B,) as a float64 numpy array.
     """
     batch = _batch_size(state)
-    env = make_env(task, batch, seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    obs = env.reset()
+    seeds = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed)]
+    if batch % len(seeds):
+        raise ValueError(f"{batch} executions do not split into {len(seeds)} equal groups")
+    n = batch // len(seeds)  # executions per group
+    envs = [make_env(task, n, s) for s in seeds]
+    gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    obs = np.concatenate([env.reset() for env in envs])
     prev_r = np.zeros(batch, dtype=np.float32)
     prev_a = torch.zeros(batch, NUM_ACTIONS[task], device=device)  # one-hot a_{t-1}; none before t = 0
     total = np.zeros(batch)
@@ -144,15 +152,18 @@ def execute(step_fn, state, task: str, steps: int, seed: int, device="cpu"):
         if logits.shape != (batch, NUM_ACTIONS[task]):
             raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)}, "
                              f"expected {(batch, NUM_ACTIONS[task])}")
-        u = torch.rand(logits.shape, generator=gen, device=device).clamp_(1e-9, 1 - 1e-9)
+        u = torch.cat([torch.rand((n, NUM_ACTIONS[task]), generator=g, device=device) for g in gens])
+        u = u.clamp_(1e-9, 1 - 1e-9)
         a = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sample
         prev_a = torch.nn.functional.one_hot(a, NUM_ACTIONS[task]).float()
         actions = a.cpu().numpy()
-        obs, prev_r, done = env.step(actions)
+        out = [env.step(actions[i * n:(i + 1) * n]) for i, env in enumerate(envs)]
+        obs, prev_r, done = (np.concatenate(parts) for parts in zip(*out))
         total += prev_r
         episodes += done & (t < steps - 1)  # an episode ending on the last step starts no new one
     if task == "cartpole":
-        env.close()
+        for env in envs:
+            env.close()
         return state, total / episodes
     return state, total / steps
 
