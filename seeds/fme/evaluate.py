@@ -72,7 +72,7 @@ EVAL_EXECUTIONS = {"test": 16, "smoke": 256, "full": 1024}
 HC_SIGMAS = {"test": [0.1], "smoke": [0.03, 0.1, 0.3], "full": [0.01, 0.03, 0.1, 0.3, 1.0]}
 HC_PARALLEL = {"test": 8, "smoke": 64, "full": 256}
 EVAL_SEED = 20221122  # the evaluation seed when run by hand (the framework passes the run's secret)
-GROUPS = ("drawn", "holdout", "best", "frozen")  # lanes of one batch per task, in this order
+GROUPS = ("drawn", "holdout", "best", "frozen")  # the groups of lanes of a task, each with its own seeds
 BLOCK = 2**16  # environment seeds per group: CartPole seeds its lane i with seed + i
 MAX_SOLUTIONS = 10**6  # a buffer larger than this is not a buffer (train.py keeps 100 x 100)
 F32_MAX = float(np.finfo(np.float32).max)  # logits must be finite as float32
@@ -106,24 +106,29 @@ def buffer_fitness(info, task: str, budget: dict) -> torch.Tensor:
     return torch.from_numpy(np.array(f, dtype=np.float64))
 
 
-def run_learner(learner, task: str, lanes: dict, seeds: dict, steps: int) -> dict:
-    """Execute in the learner the solutions of each group, lanes[group] = (solution indices (n,),
-    frozen); the judge builds the inputs, samples the actions and keeps the rewards. Returns the
-    score (n,) of each group's executions."""
-    names = list(lanes)
-    idx = torch.cat([lanes[g][0] for g in names])  # (B,)
-    frozen = np.concatenate([np.full(len(lanes[g][0]), lanes[g][1]) for g in names])
-    batch, actions = len(idx), tasks.NUM_ACTIONS[task]
-    learner.call("begin", task=task, solutions=idx.numpy(), frozen=frozen)
-
-    def step(state, x):  # one request for all lanes; the learner has not seen this step's rewards
-        logits = learner.call("step", x=x.cpu().numpy()).array(
-            "logits", shape=(batch, actions), dtype="float", low=-F32_MAX, high=F32_MAX)
-        return state, torch.from_numpy(np.array(logits, dtype=np.float32))
-
-    _, scores = tasks.execute(step, idx, task, steps, [seeds[(task, g)] for g in names])
-    n = len(lanes[names[0]][0])
-    return {g: scores[i * n:(i + 1) * n] for i, g in enumerate(names)}
+def run_learner(learner, plans: dict, seeds: dict, steps: int) -> dict:
+    """Execute in the learner, for each task, the solutions of each group of lanes:
+    plans[task][group] = (solution indices (n,), frozen). The judge builds the inputs, samples
+    the actions and keeps the rewards; all tasks run in lockstep, one request per step for all
+    their lanes. Returns the scores (n,) of each task's groups: task -> group -> scores."""
+    runs = {}
+    for task, lanes in plans.items():
+        idx = torch.cat([solutions for solutions, _ in lanes.values()])  # (B,)
+        frozen = np.concatenate([np.full(len(solutions), f) for solutions, f in lanes.values()])
+        learner.call("begin", task=task, solutions=idx.numpy(), frozen=frozen)
+        runs[task] = tasks.Execution(task, len(idx), [seeds[(task, g)] for g in lanes], steps)
+    for _ in range(steps):
+        # x_t of every task; the learner has not seen the rewards of this step's actions
+        reply = learner.call("step", **{task: run.inputs().numpy() for task, run in runs.items()})
+        for task, run in runs.items():
+            logits = reply.array(task, shape=(run.batch, tasks.NUM_ACTIONS[task]), dtype="float",
+                                 low=-F32_MAX, high=F32_MAX)
+            run.act(torch.from_numpy(np.array(logits, dtype=np.float32)))
+    out = {}
+    for task, run in runs.items():
+        scores, n = run.scores(), run.batch // len(plans[task])
+        out[task] = {g: scores[i * n:(i + 1) * n] for i, g in enumerate(plans[task])}
+    return out
 
 
 def hc_scores(sel, sigma, task, scale, seed, gen, device):
@@ -151,18 +156,21 @@ def evaluate(learner, scale: str, seed: int, eval_seed: int, eval_set: str, devi
     info = learner.call("load", tasks=list(todo))
     fitness = {task: buffer_fitness(info, task, budget) for task in todo}
     seeds = env_seeds(eval_seed, eval_set)
-    metrics = {}
+    plans, gens = {}, {}
     for task in todo:
-        gen = selection_generator(eval_seed, task)
+        gens[task] = gen = selection_generator(eval_seed, task)
         f = fitness[task]
         drawn = hillclimb.Selection([], f).sample(n, gen)  # what FME would execute next
-        lanes = {"drawn": (drawn, False)}
+        plans[task] = {"drawn": (drawn, False)}
         if not sealed:  # the extras: costly, and never part of the fitness
-            lanes["best"] = (torch.full((n,), int(f.argmax())), False)
-            lanes["frozen"] = (drawn, True)
+            plans[task]["best"] = (torch.full((n,), int(f.argmax())), False)
+            plans[task]["frozen"] = (drawn, True)
             if task in tasks.TASKS:
-                lanes["holdout"] = (hillclimb.Selection([], f).sample(n, gen), False)
-        scores = run_learner(learner, task, lanes, seeds, budget["L"])
+                plans[task]["holdout"] = (hillclimb.Selection([], f).sample(n, gen), False)
+    executed = run_learner(learner, plans, seeds, budget["L"])
+    metrics = {}
+    for task in todo:
+        scores, f, gen = executed[task], fitness[task], gens[task]
         metrics[f"{task}_score"], metrics[f"{task}_score_se"] = mean_se(scores["drawn"])
         if sealed:
             continue

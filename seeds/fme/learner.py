@@ -6,9 +6,10 @@ PROTECTED, but untrusted: it runs the variant's code, in a process of its own wi
 file and no network, and sees only what the judge sends it. It loads the checkpoint train.py
 wrote (per task: the final buffer's solutions, their training fitness, the network's sizes),
 tells the judge the fitness of each solution, and then executes the solutions the judge picks:
-`begin` puts the chosen solutions in the lanes of a batch, and every `step` takes the inputs
-x_t the judge built from its environments (observation, previous action, previous reward, bias)
-and returns the action logits, the network rewriting its own weights as it acts (Eq. 7.1-7.4).
+`begin` puts the chosen solutions in the lanes of a task, and every `step` takes the inputs x_t
+of every task the judge built from its environments (observation, previous action, previous
+reward, bias) and returns the action logits, the network rewriting its own weights as it acts
+(Eq. 7.1-7.4).
 The judge samples the actions, steps the environments and keeps the rewards and the scores.
 Nothing it answers is trusted: the judge checks every reply (scientist.harness.judge).
 """
@@ -23,6 +24,31 @@ import torch
 from scientist.harness.learner import serve
 
 
+class Lanes:
+    """The lanes of one task in execution: the solutions they run, as two batches of state."""
+
+    def __init__(self, net, weights: list, solutions: torch.Tensor, frozen: torch.Tensor):
+        self.net, self.frozen = net, frozen  # frozen (B,) bool
+        self.lanes = (int((~frozen).sum()), int(frozen.sum()))  # (self-modifying, frozen)
+        self.live = [w[solutions[~frozen]] for w in weights]  # state that changes as they act
+        self.fixed = [w[solutions[frozen]] for w in weights]  # state that never changes
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """x_t (B, input size) -> logits (B, actions), the same as tasks.execute takes them
+        (float32, NaN/inf mapped to finite values); the self-modifying lanes rewrite themselves."""
+        parts = []
+        if self.lanes[0]:
+            self.live, live = self.net.step(self.live, x[~self.frozen])
+            parts.append((~self.frozen, live))
+        if self.lanes[1]:
+            _, fixed = self.net.step(self.fixed, x[self.frozen])  # the new state is discarded
+            parts.append((self.frozen, fixed))
+        out = torch.zeros(len(x), parts[0][1].shape[-1], device=x.device)
+        for mask, logits in parts:
+            out[mask] = logits.float()
+        return torch.nan_to_num(out, nan=0.0, posinf=1e4, neginf=-1e4)
+
+
 class FMELearner:
     """The variant's final buffers, executed lane by lane as the judge asks."""
 
@@ -30,8 +56,7 @@ class FMELearner:
         self.out, self.device = out, torch.device(
             device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.buffers = {}  # task -> (network, per-layer solutions (P, rows, in) on the device)
-        self.net = self.live = self.fixed = self.frozen = None
-        self.lanes = (0, 0)  # (self-modifying lanes, frozen lanes)
+        self.running = {}  # task -> Lanes
 
     def load(self, tasks: list):
         """Read the checkpoint's buffers of `tasks`. Returns, per task, what the checkpoint says
@@ -53,31 +78,18 @@ class FMELearner:
         return reply
 
     def begin(self, task: str, solutions: np.ndarray, frozen: np.ndarray):
-        """Lane b executes solution solutions[b] of `task`'s buffer; lanes with frozen[b] discard
-        every self-modification (they act with the weights they were stored with)."""
-        self.net, weights = self.buffers[task]
-        frozen = torch.from_numpy(np.array(frozen, dtype=bool)).to(self.device)
+        """Lane b of `task` executes solution solutions[b] of its buffer; lanes with frozen[b]
+        discard every self-modification (they act with the weights they were stored with)."""
+        net, weights = self.buffers[task]
         idx = torch.from_numpy(np.array(solutions, dtype=np.int64)).to(self.device)
-        self.frozen, self.lanes = frozen, (int((~frozen).sum()), int(frozen.sum()))
-        self.live = [w[idx[~frozen]] for w in weights]  # self-modifying lanes: state changes
-        self.fixed = [w[idx[frozen]] for w in weights]  # frozen lanes: state never changes
+        frozen = torch.from_numpy(np.array(frozen, dtype=bool)).to(self.device)
+        self.running[task] = Lanes(net, weights, idx, frozen)
 
     @torch.no_grad()
-    def step(self, x: np.ndarray):
-        """x_t (B, input size) -> action logits (B, actions), the same for every lane as in
-        tasks.execute (float32, NaN/inf mapped to finite values)."""
-        x = torch.from_numpy(np.array(x, dtype=np.float32)).to(self.device)
-        logits = []
-        if self.lanes[0]:
-            self.live, live = self.net.step(self.live, x[~self.frozen])
-            logits.append((~self.frozen, live))
-        if self.lanes[1]:
-            _, fixed = self.net.step(self.fixed, x[self.frozen])  # the new state is discarded
-            logits.append((self.frozen, fixed))
-        out = torch.zeros(len(x), logits[0][1].shape[-1], device=self.device)
-        for mask, part in logits:
-            out[mask] = part.float()
-        return {"logits": torch.nan_to_num(out, nan=0.0, posinf=1e4, neginf=-1e4)}
+    def step(self, **x: np.ndarray):
+        """x_t (B, input size) of every task begun, by name -> their action logits (B, actions)."""
+        return {task: self.running[task].step(torch.from_numpy(np.array(v, dtype=np.float32)).to(self.device))
+                for task, v in x.items()}
 
 
 def main():
