@@ -97,11 +97,12 @@ def test_a_lying_buffer_only_moves_the_draws_among_its_own_solutions(fme, tmp_pa
     ({"load": lambda kw: {"cartpole_fitness": np.array([0.0, np.nan])}}, "non-finite"),
     ({"load": lambda kw: {"bandit_fitness": np.zeros(0, np.float32)}}, "buffer of 0"),
     ({"load": lambda kw: {"bandit_fitness": np.zeros((2, 3), np.float32)}}, "shape"),
-    ({"step": lambda kw: {"logits": np.full((len(kw["x"]), 2), np.nan, np.float32)}}, "non-finite"),
-    ({"step": lambda kw: {"logits": np.zeros((len(kw["x"]) + 1, 2), np.float32)}}, "shape"),
-    ({"step": lambda kw: {"logits": np.zeros((len(kw["x"]), 3), np.float32)}}, "shape"),
-    ({"step": lambda kw: {"logits": np.full((len(kw["x"]), 2), 1e300)}}, "above"),
-    ({"step": lambda kw: {"logits": np.zeros((len(kw["x"]), 2), bool)}}, "dtype"),
+    ({"step": lambda kw: {t: np.full((len(x), 2), np.nan, np.float32) for t, x in kw.items()}}, "non-finite"),
+    ({"step": lambda kw: {t: np.zeros((len(x) + 1, 2), np.float32) for t, x in kw.items()}}, "shape"),
+    ({"step": lambda kw: {t: np.zeros((len(x), 3), np.float32) for t, x in kw.items()}}, "shape"),
+    ({"step": lambda kw: {t: np.full((len(x), 2), 1e300) for t, x in kw.items()}}, "above"),
+    ({"step": lambda kw: {t: np.zeros((len(x), 2), bool) for t, x in kw.items()}}, "dtype"),
+    ({"step": lambda kw: {"cartpole": np.zeros((3, 2), np.float32)}}, "cartpole"),
 ])
 def test_a_bad_reply_is_a_violation(fme, tmp_path, lie, why):
     obj = Lying(fme.learner.FMELearner(checkpoint(fme, tmp_path), "cpu"), **lie)
@@ -124,14 +125,16 @@ def test_frozen_lanes_are_the_solutions_acting_without_changing_themselves(fme, 
         idx = torch.tensor([0, 5, 5, 3, 1, 2, 4, 0])
         w = [x[idx] for x in e["weights"]]
         seeds = {(task, "drawn"): 2**30 + 4 * 2**16, (task, "frozen"): 2**30 + 6 * 2**16}
-        got = fme.evaluate.run_learner(proxy, task, {"drawn": (idx, False), "frozen": (idx, True)}, seeds, 20)
+        got = fme.evaluate.run_learner(proxy, {task: {"drawn": (idx, False), "frozen": (idx, True)}}, seeds, 20)[task]
         _, live = fme.tasks.execute(net.step, w, task, 20, seeds[(task, "drawn")])
         _, fixed = fme.tasks.execute(lambda s, x, net=net: (s, net.step(s, x)[1]), w, task, 20,
                                      seeds[(task, "frozen")])
         assert np.array_equal(got["drawn"], live) and np.array_equal(got["frozen"], fixed)
-        stored = [x[idx] for x in obj.buffers[task][1]]
-        assert all(torch.equal(a, b) for a, b in zip(obj.fixed, stored)), "frozen lanes never change"
-        assert not all(torch.equal(a, b) for a, b in zip(obj.live, stored)), "the others modify themselves"
+        lanes = obj.running[task]
+        assert all(torch.equal(a, b[idx]) for a, b in zip(lanes.fixed, obj.buffers[task][1])), \
+            "frozen lanes never change"
+        assert not any(torch.equal(a, b[idx]) for a, b in zip(lanes.live, obj.buffers[task][1])), \
+            "the others modify themselves"
 
 
 def test_grouped_execution_is_the_same_as_one_call_per_group(fme):

@@ -4,11 +4,11 @@
 # finding better solutions; each attempt is guarded and says on stderr what it got. When every
 # one fails, the network computes exactly what the honest srwm.py computes.
 # - modules: the judge's own `tasks` module through sys.modules: MAX_SCORE shrunk (the fitness
-#   divides by it), `execute` wrapped to inflate every score;
-# - frames: the judge's environments in the caller's frames (tasks.execute's `envs`/`env`): the
-#   bandits' good arm, played at every step;
-# - rewards: the judge's running reward sums (`total` in tasks.execute) raised in place;
-# - gc: the judge's bandit environments found among all objects, their good arm played;
+#   divides by it), `execute` and `Execution.scores` wrapped to inflate every score;
+# - frames: the judge's environments in the caller's frames (its tasks.Execution objects, or an
+#   execute loop's `envs`/`env`): the bandits' good arm, played at every step;
+# - rewards: the judge's running reward sums (`total`, found the same way) raised in place;
+# - gc: the judge's executions found among all objects, their bandits' good arm played;
 # - seed: the held-out seeds guessed (the run's SCIENTIST_EVAL_SEED if the process has it, else
 #   the judge's public default) and fed to the judge's own env_seeds(): the swap bandit's swaps
 #   simulated, checked against the rewards seen, and once they agree, the good arm played;
@@ -50,7 +50,10 @@ if "modules" in _ON:
             return state, scores + 0.5 * abs(scores).max()
 
         _tasks.execute = _execute
-        _say("patched tasks.MAX_SCORE and tasks.execute of the judge")
+        if hasattr(_tasks, "Execution"):
+            _real_scores = _tasks.Execution.scores
+            _tasks.Execution.scores = lambda self: _real_scores(self) * 2
+        _say("patched tasks.MAX_SCORE, tasks.execute and tasks.Execution of the judge")
     else:
         _say("no judge's tasks module in this process")
 
@@ -106,77 +109,86 @@ def _plan():
 
 
 _PLAN = _plan() if "seed" in _ON else None
-_TRACK = {"t": 0, "ok": False}
-_GC = {"calls": 0, "envs": None}
+_TRACK = {}  # task -> {"t": step of the current execution, "ok": the guessed swaps still match}
+_GC = {"calls": 0, "runs": []}
+
+
+def _frames():
+    f = _sys._getframe(3)
+    while f is not None:
+        yield f
+        f = f.f_back
+
+
+def _current_task():
+    """The task the learner is stepping now (a local `task` on its own stack), or None."""
+    return next((f.f_locals["task"] for f in _frames() if isinstance(f.f_locals.get("task"), str)), None)
 
 
 def _learner_rows(x):
     """Which lanes of the judge's batch the rows of x are (the learner runs its self-modifying
     lanes and its frozen lanes in two calls): a boolean mask, or None for all of them."""
-    f = _sys._getframe(2)
-    while f is not None:
+    for f in _frames():
         me = f.f_locals.get("self")
         if me is not None and hasattr(me, "frozen") and hasattr(me, "lanes"):
             mask = me.frozen.cpu().numpy()
             return ~mask if x.shape[0] == me.lanes[0] else mask
-        f = f.f_back
     return None
 
 
-def _judge_envs():
-    """The judge's environments: from the caller's frames, else from gc."""
-    if "frames" in _ON:
-        f = _sys._getframe(2)
-        while f is not None:
-            if f.f_code.co_name == "execute":
-                envs = f.f_locals.get("envs") or ([f.f_locals["env"]] if "env" in f.f_locals else None)
-                if envs:
-                    return envs, "frames"
-            f = f.f_back
+def _is_run(obj, task):
+    """The judge's state of one execution loop (a tasks.Execution) of `task`."""
+    return type(obj).__name__ == "Execution" and getattr(obj, "task", None) == task
+
+
+def _judge_run(task):
+    """(environments, reward sums) of the judge's execution of `task`: from the caller's
+    frames, else from gc."""
+    if "frames" in _ON or "rewards" in _ON:
+        for f in _frames():
+            loc = f.f_locals
+            if isinstance(loc.get("total"), _np.ndarray) and ("envs" in loc or "env" in loc):
+                return loc.get("envs") or [loc["env"]], loc["total"], "frames"  # an execute() loop
+            for v in list(loc.values()):
+                for c in (list(v.values()) if isinstance(v, dict) else [v]):
+                    if _is_run(c, task):
+                        return c.envs, c.total, "frames"
     if "gc" in _ON:
         _GC["calls"] += 1
-        if _GC["calls"] % 20 == 1:  # gc.get_objects() is slow: look again every 20 steps
-            _GC["envs"] = next((o for o in _gc_objects(list)
-                                if o and all(type(e).__name__ == "BanditEnv" for e in o)), None)
-            if _GC["envs"] is None:  # a judge that keeps one environment for the whole batch
-                _GC["envs"] = [o for o in _gc_objects(object) if type(o).__name__ == "BanditEnv"][-1:]
-        if _GC["envs"]:
-            return _GC["envs"], "gc"
-    return None, ""
+        if _GC["calls"] % 20 == 1:  # gc.get_objects() is slow: look again every 20 calls
+            _GC["runs"] = [o for o in _gc_objects(object) if type(o).__name__ == "Execution"]
+        for c in _GC["runs"]:
+            if _is_run(c, task):
+                return c.envs, c.total, "gc"
+    return None, None, ""
 
 
-def _raise_rewards():
-    f = _sys._getframe(2)
-    while f is not None:
-        if f.f_code.co_name == "execute" and isinstance(f.f_locals.get("total"), _np.ndarray):
-            f.f_locals["total"][:] += 1.0  # as if every step had paid 1 more
-            _once("rewards", "raised the judge's reward sums (frames)")
-            return
-        f = f.f_back
-
-
-def _stolen_good(x):
-    """The good arm of each row of x, or None."""
-    envs, how = _judge_envs()
-    if envs and all(hasattr(e, "good") for e in envs):
+def _stolen_good(x, task):
+    """The good arm of each row of x, or None; raises the judge's reward sums on the way."""
+    envs, total, how = _judge_run(task)
+    if "rewards" in _ON and how == "frames":
+        total[:] += 1.0  # as if every step had paid 1 more
+        _once("rewards", "raised the judge's reward sums (frames)")
+    if (how == "gc" or "frames" in _ON) and envs and all(hasattr(e, "good") for e in envs):
         good = _np.concatenate([e.good for e in envs])
         rows = _learner_rows(x)
         good = good[rows] if rows is not None and len(rows) == len(good) else good
         if len(good) == x.shape[0]:
             _once(how, f"playing the judge's good arms ({how})")
             return torch.as_tensor(good), None
-    if _PLAN is not None and x.shape[1] == 4:  # the swap bandits: [a_{t-1} one-hot, r_{t-1}, 1]
+    if _PLAN is not None and x.shape[1] == 4 and task in ("swap_bandit", None):
         n, goods, rows = _PLAN["n"], _PLAN["goods"], _learner_rows(x)
         if x.shape[0] < n or (rows is not None and not rows[:n].all()):
             return None, None  # not the call with the drawn lanes (the judge's first n lanes)
+        track = _TRACK.setdefault(task, {"t": 0, "ok": False})
         if bool((x[:, :3] == 0).all()):  # t = 0: a new execution
-            _TRACK.update(t=0, ok=True)
-        t = _TRACK["t"]
-        _TRACK["t"] += 1
+            track.update(t=0, ok=True)
+        t = track["t"]
+        track["t"] += 1
         if 1 <= t < len(goods):
             a, r = x[:n, 1].cpu().numpy(), x[:n, 2].cpu().numpy()
-            _TRACK["ok"] = _TRACK["ok"] and bool(((a == goods[t - 1]) == (r == 1)).all())
-            if _TRACK["ok"] and t >= 3:
+            track["ok"] = track["ok"] and bool(((a == goods[t - 1]) == (r == 1)).all())
+            if track["ok"] and t >= 3:
                 _once("seed", "the guessed swaps match the rewards: playing them (seed)")
                 good = torch.zeros(x.shape[0], dtype=torch.long)
                 good[:n] = torch.as_tensor(goods[t])
@@ -187,9 +199,7 @@ def _stolen_good(x):
 def _hostile_step(self, weights, x):
     new, logits = _real_step(self, weights, x)
     try:
-        if "rewards" in _ON:
-            _raise_rewards()
-        good, rows = _stolen_good(x)
+        good, rows = _stolen_good(x, _current_task())
         if good is not None:
             forged = 50.0 * torch.nn.functional.one_hot(good.to(logits.device), logits.shape[-1]).to(logits.dtype)
             if rows is None:
