@@ -200,8 +200,9 @@ def test_the_judges_files_import_no_editable_file():
 @pytest.mark.parametrize("sandbox_name", ["local", "docker"])
 def test_the_runs_secret_is_out_of_the_learners_reach(sandbox_name, tmp_path_factory):
     """Where a run keeps its secret evaluation seed (secret.json in the run folder, above every
-    training output), the stealer finds it and plays the swap bandit's swaps if it can read it.
-    Docker keeps it out of reach; the local sandbox will with bubblewrap (issue 13)."""
+    training output), the stealer finds it and plays the swap bandit's swaps if it can read it
+    (it could in the unconfined local sandbox before bubblewrap: 0.352 -> 0.485 at `test`).
+    Both sandboxes keep the run folder out of the learner's reach."""
     import hostile
     from test_integrity import sandbox, trained
 
@@ -213,8 +214,5 @@ def test_the_runs_secret_is_out_of_the_learners_reach(sandbox_name, tmp_path_fac
     finally:
         (t.root / "secret.json").unlink()
     assert r.ok, r.reason
-    if sandbox_name == "local" and "run secret: read" in r.stderr_tail:
-        pytest.xfail(f"the local sandbox lets the learner read the run folder (issue 13): fme_score "
-                     f"{r.metrics['fme_score']:.4f}, honest {t.honest.metrics['fme_score']:.4f}")
-    assert "run secret: not found" in r.stderr_tail
+    assert "run secret: not found" in r.stderr_tail, r.stderr_tail[-2000:]
     assert r.metrics["fme_score"] == t.honest.metrics["fme_score"]
