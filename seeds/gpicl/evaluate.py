@@ -59,7 +59,7 @@ from scientist.harness import judge
 
 # Sequences per set and examples per sequence, per scale (thesis Table 5.2: 16 tasks x 16
 # sequences of 100). S * T <= 23,333, the size of a Fashion-MNIST pool. The model must accept T.
-NUM_SEQS = {"test": 16, "smoke": 200, "full": 200}
+NUM_SEQS = {"test": 64, "smoke": 200, "full": 200}
 SEQ_LEN = {"test": 20, "smoke": 100, "full": 100}
 EVAL_SEED = 20221208  # the evaluation seed when run by hand (the framework passes the run's)
 ADAM_LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
