@@ -115,21 +115,14 @@ def random_regret(probs):
 
 def evaluate(learner, scale, seed, eval_seed, eval_set, device):
     start = time.time()
-    info = learner.call("load")
-    metrics = {"symla_params": info.number("num_params", low=1, integer=True)}  # its own word
+    metrics = {}
     held = [f"arms{k}" for k in HELDOUT_ARMS]
     if eval_set == "sealed":
         sets = {"sealed": held}
     else:
         wang = [f"wang_{f}" for f in bandits.WANG_FAMILIES]
         sets = {"fitness": held + [f"arms{k}" for k in TRAIN_ARMS] + wang, "holdout": held}
-    runs = []  # (metric prefix, configuration, bandits, seed of the pulls' random numbers, learner's regret)
-    for which, names in sets.items():  # the learner first, one request per pull
-        for i, (name, probs) in enumerate(configurations(scale, eval_seed, which, names).items()):
-            pulls = draw([eval_seed, SETS[which], i])
-            runs.append(("holdout_" if which == "holdout" else "", name, probs, pulls,
-                         learner_regret(learner, probs, pulls, reset_seed=i)))
-    lstm = lstm_theta = None
+    lstm = lstm_theta = None  # the judge's own work first: the learner process starts up meanwhile
     if eval_set != "sealed":  # the costly baseline: meta-trained here, from the training seed
         gen = torch.Generator().manual_seed(seed)
         lstm = baseline.LSTMAgent()
@@ -139,6 +132,14 @@ def evaluate(learner, scale, seed, eval_seed, eval_set, device):
                                        log_every=max(es["steps"] // 10, 1), name="lstm baseline",
                                        device=device)
         metrics.update(lstm_params=lstm.num_params(), baseline_train_s=time.time() - start)
+    info = learner.call("load")
+    metrics["symla_params"] = info.number("num_params", low=1, integer=True)  # its own word
+    runs = []  # (metric prefix, configuration, bandits, seed of the pulls' random numbers, learner's regret)
+    for which, names in sets.items():  # one request per pull
+        for i, (name, probs) in enumerate(configurations(scale, eval_seed, which, names).items()):
+            pulls = draw([eval_seed, SETS[which], i])
+            runs.append(("holdout_" if which == "holdout" else "", name, probs, pulls,
+                         learner_regret(learner, probs, pulls, reset_seed=i)))
     for prefix, name, probs, pulls, r in runs:
         results = {prefix: r}
         if not prefix:  # baselines on the very same bandits and random numbers
