@@ -261,7 +261,7 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
                       f"reply tokens); transcript in {run_dir / 'llm' / 'transcript.jsonl'}")
     llm = bool(total.calls)
     t = Table()
-    cols = ["variant", "parent", "iter", "status", metric, "± se"]
+    cols = ["variant", "parent", "iter", "status", "integrity", metric, "± se"]
     cols += ["predicted Δ", "measured Δ", "LLM"] if llm else []
     for col in cols + ["hypothesis / error"]:
         t.add_column(col)
@@ -269,7 +269,8 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
     by_id = {v.id: v for v in variants}
     for v in variants:
         row = [v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
-               v.status, "—" if v.fitness is None else f"{v.fitness:.4f}",
+               v.status, v.integrity if v.status in ("done", "failed") else "—",
+               "—" if v.fitness is None else f"{v.fitness:.4f}",
                "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}"]
         if llm:
             d = measured_delta(v, by_id)
@@ -288,8 +289,9 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
                   f" commit {v.commit or '—'})")
     if v.created_at:
         console.print(f"created {datetime.fromtimestamp(v.created_at):%Y-%m-%d %H:%M:%S}")
+    integrity = f"{v.integrity}: {v.integrity_reason}" if v.integrity != "clean" else ""
     for label, text in (("Hypothesis", v.hypothesis), ("Rationale", v.rationale),
-                        ("Predicted", v.prediction), ("Error", v.error)):
+                        ("Predicted", v.prediction), ("Error", v.error), ("Integrity", integrity)):
         if text:
             console.print(f"[bold]{label}:[/] {text}")
     if v.fitness is not None:

@@ -30,14 +30,15 @@ from scientist.edits import apply_edits, unified_diff
 from scientist.errors import BudgetExceeded, EditError, FormatError, ProposalError, ScientistError
 from scientist.evaluator import Evaluator
 from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
+from scientist.integrity import label as label_integrity
 from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
 from scientist.notebook import Notebook
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.sandbox import Sandbox, sandbox_for
 from scientist.seed import MANIFEST, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
-from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
-                               SeedResult, Variant)
+from scientist.variant import (CLEAN, DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness,
+                               Proposal, SeedResult, Variant)
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
@@ -100,6 +101,7 @@ class Run:
         archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
         for k, v in dict(seed_name=seed.name, seed_title=seed.title, seed_summary=seed.summary,
                          metric=seed.metric, maximize=seed.maximize, status="created",
+                         judge_learner=bool(seed.learner_command),
                          created_at=time.time(), elapsed_seconds=0.0).items():
             archive.set_meta(k, v)
         return cls._assemble(run_dir, config, seed, archive, console)
@@ -350,11 +352,16 @@ class Run:
 
         with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds) as done:
             result = self.evaluator.evaluate(v.commit, folder, on_seed=seed_done)
-        self.archive.record_result(v.id, result, DONE if result.ok else FAILED)
+        integrity = label_integrity(result, self.seed)
+        self.archive.record_result(v.id, result, DONE if result.ok else FAILED, integrity)
         self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
         fit = Fitness(result.mean, self.seed.maximize)
+        if integrity[0] != CLEAN:
+            self.archive.log("integrity", f"{integrity[0]}: {integrity[1]}", v.id)
+            self.progress.line(v.iteration, f"{v.name}: [bold red]{integrity[0]}[/] — {integrity[1]}")
         if result.ok:
-            new_best = self.progress.best is None or fit.better_than(self.progress.best)
+            new_best = integrity[0] == CLEAN and (self.progress.best is None
+                                                  or fit.better_than(self.progress.best))
             if new_best:
                 self.progress.best = fit
                 self.workspace.tag_best(v.commit)
