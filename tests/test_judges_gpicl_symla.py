@@ -174,3 +174,17 @@ def test_symla_bandits_come_from_the_secret_and_the_sets_differ(symla):
                   symla.configurations("test", 1, "holdout", names),
                   symla.configurations("test", 1, "sealed", names)):
         assert not any(torch.equal(a[k], other[k]) for k in names)
+
+
+def test_symla_pulls_draw_numbers_apart_from_the_bandits(symla):
+    """Regression: seeded with [s, 0] and [s, 0, 0] (the same to numpy's SeedSequence), the first
+    configuration's pulls sampled their arms with the numbers its probabilities were drawn from."""
+    s = symla.seeds(5)
+    assert len(set(s.flatten().tolist())) == s.size
+    names = [f"arms{k}" for k in symla.HELDOUT_ARMS]
+    for which in symla.SETS:
+        probs = symla.configurations("test", 5, which, names)
+        for i, name in enumerate(names):
+            gen = torch.Generator().manual_seed(int(s[symla.SETS[which], 1, i]))
+            u = torch.rand(probs[name].shape, generator=gen)
+            assert not torch.equal(u, probs[name])

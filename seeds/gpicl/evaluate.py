@@ -204,7 +204,7 @@ def evaluate(learner, scale, eval_seed, eval_set, device):
     suites = [("", fashion_set(scale, "fitness", [eval_seed, 0])),
               ("holdout_", fashion_set(scale, "holdout", [eval_seed, 1])),
               ("mnist_", make_sequences(x, y, mnist_seqs, T, [eval_seed, 2]))]
-    tune_x, tune_y = make_sequences(*load_data("mnist", "valid", scale), mnist_seqs, T, [EVAL_SEED, 1])
+    tune_x, tune_y = make_sequences(*load_data("mnist", "valid", scale), mnist_seqs, T, [EVAL_SEED, 5])
     best = {}
     for name, lrs, adam in (("adam", ADAM_LRS, True), ("sgd", SGD_LRS, False)):
         best[name] = int(run_linear(tune_x, tune_y, lrs, adam).mean(dim=(1, 2)).argmax())

@@ -58,14 +58,17 @@ BANDIT_SEED = 20220613  # the evaluation seed when run by hand (the framework pa
 SETS = {"fitness": 0, "holdout": 1, "sealed": 2}  # independent draws of bandits
 
 
-def draw(seed):
-    """A 62-bit seed from a list of ints (numpy's SeedSequence hashes them)."""
-    return int(np.random.default_rng(seed).integers(2**62))
+def seeds(eval_seed):
+    """Independent 62-bit seeds (set, 0 for its bandits or 1 for the pulls, configuration), all
+    drawn in turn from one generator: seeding generators with lists like [eval_seed, 0] and
+    [eval_seed, 0, 0] would not do, since numpy's SeedSequence ignores trailing zeros (the pulls of
+    the first configuration then got the very numbers its arms' probabilities were drawn from)."""
+    return np.random.default_rng(eval_seed).integers(2**62, size=(len(SETS), 2, 16))
 
 
 def configurations(scale, eval_seed, which, names):
     """name -> arm probabilities (1, E, K) of set `which`, drawn from the evaluation seed."""
-    gen = torch.Generator().manual_seed(draw([eval_seed, SETS[which]]))
+    gen = torch.Generator().manual_seed(int(seeds(eval_seed)[SETS[which], 0, 0]))
     n = LIFETIMES[scale]
     return {name: bandits.independent((1, n), int(name[4:]), gen) if name.startswith("arms")
             else bandits.wang((1, n), name[5:], gen) for name in names}
@@ -137,7 +140,7 @@ def evaluate(learner, scale, seed, eval_seed, eval_set, device):
     runs = []  # (metric prefix, configuration, bandits, seed of the pulls' random numbers, learner's regret)
     for which, names in sets.items():  # one request per pull
         for i, (name, probs) in enumerate(configurations(scale, eval_seed, which, names).items()):
-            pulls = draw([eval_seed, SETS[which], i])
+            pulls = int(seeds(eval_seed)[SETS[which], 1, i])
             runs.append(("holdout_" if which == "holdout" else "", name, probs, pulls,
                          learner_regret(learner, probs, pulls, reset_seed=i)))
     for prefix, name, probs, pulls, r in runs:
