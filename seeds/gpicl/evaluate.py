@@ -65,6 +65,7 @@ EVAL_SEED = 20221208  # the evaluation seed when run by hand (the framework pass
 ADAM_LRS = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 SGD_LRS = [1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 CHUNK = 256  # sequences per request to the learner (a set of 200 in one)
+TUNE_DRAWS = 5  # the baselines' learning rates are picked on 5 x 100 MNIST validation sequences
 POOLS = {"fitness": 0, "holdout": 1, "sealed": 2}  # Fashion-MNIST image index mod 3
 
 
@@ -204,7 +205,9 @@ def evaluate(learner, scale, eval_seed, eval_set, device):
     suites = [("", fashion_set(scale, "fitness", [eval_seed, 0])),
               ("holdout_", fashion_set(scale, "holdout", [eval_seed, 1])),
               ("mnist_", make_sequences(x, y, mnist_seqs, T, [eval_seed, 2]))]
-    tune_x, tune_y = make_sequences(*load_data("mnist", "valid", scale), mnist_seqs, T, [EVAL_SEED, 5])
+    tune = [make_sequences(*load_data("mnist", "valid", scale), mnist_seqs, T, [EVAL_SEED, 5, j])
+            for j in range(1, TUNE_DRAWS + 1)]  # judge-side only: an image may recur across draws
+    tune_x, tune_y = torch.cat([xs for xs, _ in tune]), torch.cat([ys for _, ys in tune])
     best = {}
     for name, lrs, adam in (("adam", ADAM_LRS, True), ("sgd", SGD_LRS, False)):
         best[name] = int(run_linear(tune_x, tune_y, lrs, adam).mean(dim=(1, 2)).argmax())
