@@ -115,8 +115,9 @@ def positions(T):
 
 def run_learner(learner, tokens, ys):
     """Correctness (S, T) of the learner at the evaluated positions (NaN elsewhere). For position
-    t it gets the prefixes 0..t of a chunk of sequences; t increases, so nothing it kept from an
-    earlier request holds y_t either. One request per position and chunk."""
+    t it gets the prefixes 0..t of a chunk of sequences; t increases within a chunk (another chunk
+    is other sequences), so nothing it kept from an earlier request holds y_t either. One request
+    per position and chunk."""
     S, T, _ = tokens.shape
     _, pos = positions(T)
     correct = torch.full((S, T), float("nan"))
