@@ -22,7 +22,8 @@ from scientist.errors import ScientistError
 from scientist.llm import short_count
 from scientist.notebook import measured_delta
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
-from scientist.sandbox import check_config
+from scientist.redaction import redact
+from scientist.sandbox import UNCONFINED, UNCONFINED_WARNING, check_config
 
 console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
 
@@ -61,8 +62,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--temperature", type=float, help="LLM sampling temperature (default 0.7)")
     r.add_argument("--max-repairs", type=int,
                    help="repair attempts in a row for a variant that crashed or timed out (default 2)")
-    r.add_argument("--sandbox", choices=["local", "docker"],
-                   help="where variants run: local subprocesses (default) or docker containers")
+    r.add_argument("--sandbox", choices=["local", "docker", "process"],
+                   help="where variants run: local (default; bubblewrap: namespaces, read-only "
+                        "code, no network), docker (a container per step), or process "
+                        "(unconfined subprocesses; only where bubblewrap cannot run)")
     r.add_argument("--gpus", help="docker sandbox: GPU ids for the steps, e.g. 0,1 (default: CPU)")
     r.add_argument("--gpus-per-step", type=int,
                    help="docker sandbox: GPUs per running step (default 1)")
@@ -154,13 +157,13 @@ def status_of(run_dir: Path, arch: Archive) -> str:
 
 
 def _execute(run: Run) -> int:
-    with locked(run.dir):
-        try:
-            return run.execute()
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            run.close()
+    """Run the loop; the caller holds the run's lock."""
+    try:
+        return run.execute()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        run.close()
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -174,14 +177,17 @@ def cmd_run(a: argparse.Namespace) -> int:
         "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens", "gpus",
         "gpus_per_step")})
     check_config(cfg)  # before the run folder exists: say now what is missing
-    return _execute(Run.create(cfg, console))
+    run = Run.create(cfg, console)
+    with locked(run.dir):
+        return _execute(run)
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
     run_dir = resolve_run(a.run, a.runs_dir)
     overrides = {k: getattr(a, k) for k in ("iterations", "time_budget", "approve", "max_cost",
                                              "max_tokens", "api_base")}
-    return _execute(Run.open(run_dir, console, **overrides))
+    with locked(run_dir):  # before Run.open writes config.json: one writer at a time
+        return _execute(Run.open(run_dir, console, **overrides))
 
 
 def runs_dir(arg: str | None) -> Path:
@@ -255,13 +261,15 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
     console.print(f"[bold]{run_dir.name}[/]: {arch.get_meta('seed_title', '')} — status "
                   f"{status_of(run_dir, arch)}, {hms(arch.get_meta('elapsed_seconds', 0.0))} elapsed, "
                   f"proposer: {arch.get_meta('proposer_description', '?')}")
+    if arch.get_meta("sandbox") in UNCONFINED:
+        console.print(f"[bold red]warning:[/] {UNCONFINED_WARNING}")
     total = arch.llm_usage()
     if total.calls or arch.llm_errors():
         console.print(f"LLM: {total} ({total.prompt_tokens:,} prompt + {total.completion_tokens:,} "
                       f"reply tokens); transcript in {run_dir / 'llm' / 'transcript.jsonl'}")
     llm = bool(total.calls)
     t = Table()
-    cols = ["variant", "parent", "iter", "status", metric, "± se"]
+    cols = ["variant", "parent", "iter", "status", "integrity", metric, "± se"]
     cols += ["predicted Δ", "measured Δ", "LLM"] if llm else []
     for col in cols + ["hypothesis / error"]:
         t.add_column(col)
@@ -269,7 +277,8 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
     by_id = {v.id: v for v in variants}
     for v in variants:
         row = [v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
-               v.status, "—" if v.fitness is None else f"{v.fitness:.4f}",
+               v.status, v.integrity if v.status in ("done", "failed") else "—",
+               "—" if v.fitness is None else f"{v.fitness:.4f}",
                "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}"]
         if llm:
             d = measured_delta(v, by_id)
@@ -288,8 +297,9 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
                   f" commit {v.commit or '—'})")
     if v.created_at:
         console.print(f"created {datetime.fromtimestamp(v.created_at):%Y-%m-%d %H:%M:%S}")
+    integrity = f"{v.integrity}: {v.integrity_reason}" if v.integrity != "clean" else ""
     for label, text in (("Hypothesis", v.hypothesis), ("Rationale", v.rationale),
-                        ("Predicted", v.prediction), ("Error", v.error)):
+                        ("Predicted", v.prediction), ("Error", v.error), ("Integrity", integrity)):
         if text:
             console.print(f"[bold]{label}:[/] {text}")
     if v.fitness is not None:
@@ -318,7 +328,7 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
         if logs:
             for f in sorted(folder.glob("*.out")) + sorted(folder.glob("*.err")):
                 console.print(f"[dim]── {f} ──[/]")
-                console.print(f.read_text(errors="replace"), markup=False)
+                console.print(redact(f.read_text(errors="replace")), markup=False)
         elif s.stderr_tail.strip() and not s.ok:
             console.print(f"[dim]stderr (tail; --logs for all, in {folder}):[/]")
             console.print(s.stderr_tail, markup=False)
