@@ -320,3 +320,45 @@ def test_actions_that_are_not_finite_or_of_the_wrong_shape_are_a_violation(check
     rc, m, _ = judge(variant(tmp_path, "import numpy as np\n" + bad[attack]), checkpoint, tmp_path / "m.json")
     assert rc == status and m["harness"]["status"] == "violated", m
     assert "'action'" in m["harness"]["reason"] and "return" not in m
+
+
+def test_runs_side_by_side_in_one_learner_act_as_each_would_alone(checkpoint, monkeypatch):
+    """The judge steps the untrained objectives' runs side by side, one request per step for all of
+    them (a quarter of the round trips at smoke). Each run keeps its own state of torch's global
+    generator (TD3's target noise draws from it), so a run's actions are bit for bit those it takes
+    alone, and the metrics those of the runs one after another."""
+    monkeypatch.syspath_prepend(str(SEED_DIR))  # the learner imports metagenrl when it loads
+    import learner
+    n, obs_dim, A, steps, seeds, objective_seeds = 2, 3, 1, 130, [11, 12, 13], [21, 22, 23]
+
+    def start(runs):
+        obj = learner.MetaGenRLLearner(checkpoint, "cpu")
+        obj.load()
+        obj.start(runs=len(runs), agents=n, obs_dim=obs_dim, act_dim=A, act_mask=np.ones((n, A), np.float32),
+                  steps=steps, seeds=np.array([seeds[r] for r in runs]), objective="untrained",
+                  objective_seeds=np.array([objective_seeds[r] for r in runs]))
+        return obj
+
+    together, alone = start([0, 1, 2]), [start([r]) for r in range(3)]
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(3 * n, obs_dim)).astype(np.float32)
+    a = together.act(obs, 0, True)["action"]
+    assert a.shape == (3 * n, A)
+    for r, one in enumerate(alone):
+        np.testing.assert_array_equal(a[r * n:(r + 1) * n], one.act(obs[r * n:(r + 1) * n], 0, True)["action"])
+    for t in range(1, steps):  # past the random phase and the first updates (a batch in the buffer)
+        tr = {"obs": obs, "act": a, "rew": rng.normal(size=3 * n), "next_obs": rng.normal(size=(3 * n, obs_dim)),
+              "term": np.zeros(3 * n), "done": (rng.random(3 * n) < 0.05).astype(float), "time": np.zeros(3 * n)}
+        tr = {k: np.asarray(v, np.float32) for k, v in tr.items()}
+        obs = rng.normal(size=(3 * n, obs_dim)).astype(np.float32)
+        a = together.step(**tr, new_obs=obs, t=t)["action"]
+        for r, one in enumerate(alone):
+            rows = slice(r * n, (r + 1) * n)
+            mine = one.step(**{k: v[rows] for k, v in tr.items()}, new_obs=obs[rows], t=t)["action"]
+            np.testing.assert_array_equal(a[rows], mine)
+    assert together.runs[0].agents.updates > 0
+    # the greedy evaluation: sets of episodes, each a block of n rows per run
+    greedy = together.act(np.concatenate([obs, obs]), 0, False)["action"]
+    np.testing.assert_array_equal(greedy[:3 * n], greedy[3 * n:])
+    for r, one in enumerate(alone):
+        np.testing.assert_array_equal(greedy[r * n:(r + 1) * n], one.act(obs[r * n:(r + 1) * n], 0, False)["action"])

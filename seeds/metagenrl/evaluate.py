@@ -7,10 +7,13 @@ PROTECTED: this is the judge. The variant's code never runs in this process: the
 in its own sandbox, and answers over the harness's protocol (scientist.harness). This script owns
 the held-out environment (fixed per scale in HELDOUT, never taken from the checkpoint), the
 environment seeds, the step budget and the returns. Every environment step it sends the learner the
-transition its environments produced and takes the next actions back; for the greedy evaluation
-episodes it sends observations only. Actions are checked (shape, finite) and, as always, clipped to
-[-1, 1] by the pool (envs.py) before they reach the environments. Run by hand, it starts learner.py
-itself (--out is the learner's checkpoint folder; this script never reads it).
+transitions its environments produced and takes the next actions back; for the greedy evaluation
+episodes it sends observations only. One request serves every lane of a step: all agents of a run,
+the runs of the untrained objectives side by side, the fitness and holdout episodes together (under
+load each round trip waits for the scheduler, so round trips, not the work, set the wall time).
+Actions are checked (shape, finite) and, as always, clipped to [-1, 1] by the pool (envs.py) before
+they reach the environments. Run by hand, it starts learner.py itself (--out is the learner's
+checkpoint folder; this script never reads it).
 
 Fitness `return`: the mean undiscounted return of the final deterministic policies of `agents`
 fresh agents of the variant, trained for `steps` steps by the frozen learned objective (thesis
@@ -93,43 +96,58 @@ def seeds(eval_seed, train_seed, eval_set, runs):
             "holdout": (SETS["holdout"] << 32) + draw(4)}
 
 
-def greedy_returns(act, env, n, episodes, max_episode_steps, seed):
-    """Returns (n, episodes) of the deterministic policies act(obs (n, O)) -> actions (n, A)."""
-    pool = EnvPool([env] * n, seed, max_episode_steps)
-    while min(len(f) for f in pool.finished) < episodes:
-        pool.step(act(pool.obs))
-    return np.array([f[:episodes] for f in pool.finished])
+def greedy_returns(act, env, n, episodes, max_episode_steps, seeds, runs=1):
+    """Returns (C, R, n, episodes) of the deterministic policies act(obs (L, O)) -> actions (L, A) of
+    R = `runs` runs of n agents, each run on C = len(seeds) sets of evaluation episodes (pool c of every
+    run seeded seeds[c], as if the run were alone): L = C R n lanes in the order (set, run, agent),
+    stepped together, so that all of them cost one request per step."""
+    pools = [EnvPool([env] * n, s, max_episode_steps) for s in seeds for _ in range(runs)]
+    while min(len(f) for p in pools for f in p.finished) < episodes:
+        a = act(np.concatenate([p.obs for p in pools]))
+        for k, p in enumerate(pools):
+            p.step(a[k * n:(k + 1) * n])
+    r = np.array([[f[:episodes] for f in p.finished] for p in pools])
+    return r.reshape(len(seeds), runs, n, episodes)
 
 
-def progress(label, step, steps, pool):
+def progress(label, step, steps, pools):
     if (step + 1) % max(steps // 5, 1) == 0:
-        recent = [f[-1] for f in pool.finished if f]
+        recent = [f[-1] for p in pools for f in p.finished if f]
         print(f"{label}: step {step + 1}/{steps}, last episode returns {np.round(recent, 1).tolist()}",
               flush=True)
 
 
-def meta_test(learner, env, n, budget, env_seed, agent_seed, episodes_seed, objective="learned",
-              objective_seed=0, label="learned objective", before=False):
-    """The learner's fresh agents trained on `env` for `steps` steps by its frozen objective; here the
-    environments, there the learning. Returns (greedy returns before training or None, the trained
-    agents' greedy act function)."""
-    steps, mes = budget["steps"], budget["max_episode_steps"]
-    pool = EnvPool([env] * n, env_seed, mes)
-    learner.call("start", agents=n, obs_dim=pool.obs_dim, act_dim=pool.act_dim, act_mask=pool.act_mask,
-                 steps=steps, seed=agent_seed, objective=objective, objective_seed=objective_seed)
+def meta_test(learner, env, n, budget, env_seeds, agent_seeds, before_seed=None, objective="learned",
+              objective_seeds=None, label="learned objective"):
+    """R = len(env_seeds) runs side by side, each of n fresh agents of the learner trained on `env` for
+    `steps` steps (run r on a pool seeded env_seeds[r], its agents seeded agent_seeds[r]) by the frozen
+    learned objective, or each run by an untrained one (seeded objective_seeds[r]): here the
+    environments, there the learning, one request per step for all runs. Returns (the greedy returns
+    (R, n, episodes) on the episodes of before_seed before training, or None; the trained agents' greedy
+    act function on obs (C R n, O))."""
+    steps, mes, R = budget["steps"], budget["max_episode_steps"], len(env_seeds)
+    pools = [EnvPool([env] * n, s, mes) for s in env_seeds]
+    dims = dict(obs_dim=pools[0].obs_dim, act_dim=pools[0].act_dim)
+    # the reply is checked before the next call's: a learner that cannot start fails there
+    learner.send("start", runs=R, agents=n, **dims, act_mask=pools[0].act_mask, steps=steps,
+                 seeds=np.array(agent_seeds), objective=objective,
+                 objective_seeds=np.array(objective_seeds if objective_seeds is not None else [0] * R))
 
-    def actions(reply):  # (n, A), finite; the pool clips them to [-1, 1]
-        return reply.array("action", shape=(n, pool.act_dim), dtype="float")
+    def actions(reply, lanes):  # (lanes, A), finite; the pools clip them to [-1, 1]
+        return reply.array("action", shape=(lanes, dims["act_dim"]), dtype="float")
 
-    def greedy(obs):
-        return actions(learner.call("act", obs=obs, step=0, explore=False))
+    def greedy(obs):  # obs (L, O) of greedy_returns' lanes, blocks of n lanes by (set, run)
+        return actions(learner.call("act", obs=obs, step=0, explore=False), len(obs))
 
-    start = greedy_returns(greedy, env, n, budget["episodes"], mes, episodes_seed) if before else None
-    a = actions(learner.call("act", obs=pool.obs, step=0, explore=True))
+    start = greedy_returns(greedy, env, n, budget["episodes"], mes, [before_seed], R)[0] \
+        if before_seed is not None else None
+    a = actions(learner.call("act", obs=np.concatenate([p.obs for p in pools]), step=0, explore=True), R * n)
     for step in range(steps):
-        tr = pool.step(a)  # obs, act (as executed), rew, next_obs, term, done, time: (n, ...) each
-        a = actions(learner.call("step", **tr, new_obs=pool.obs, t=step + 1))
-        progress(label, step, steps, pool)
+        # per run: obs, act (as executed), rew, next_obs, term, done, time, (n, ...) each; sent as (R n, ...)
+        tr = [p.step(a[r * n:(r + 1) * n]) for r, p in enumerate(pools)]
+        a = actions(learner.call("step", **{k: np.concatenate([t[k] for t in tr]) for k in tr[0]},
+                                 new_obs=np.concatenate([p.obs for p in pools]), t=step + 1), R * n)
+        progress(label, step, steps, pools)
     return start, greedy
 
 
@@ -145,14 +163,14 @@ def run_td3(env, n, budget, config, env_seed, agent_seed, episodes_seed, device,
     def greedy(obs):
         return agents.act(obs, 0, explore=False)
 
-    before = greedy_returns(greedy, env, n, eps, mes, episodes_seed)
+    before = greedy_returns(greedy, env, n, eps, mes, [episodes_seed])[0, 0]
     if not train:
         return before, None
     for step in range(steps):
         replay.add(pool.step(agents.act(pool.obs, step)))
         agents.update(replay)
-        progress("td3", step, steps, pool)
-    return before, greedy_returns(greedy, env, n, eps, mes, episodes_seed)
+        progress("td3", step, steps, [pool])
+    return before, greedy_returns(greedy, env, n, eps, mes, [episodes_seed])[0, 0]
 
 
 def stats(prefix, r):
@@ -172,23 +190,23 @@ def evaluate(learner, scale, train_seed, eval_seed, eval_set, device):
     s = seeds(eval_seed, train_seed, eval_set, 1 + untrained)
     metrics = {"heldout_env": env, "steps": budget["steps"], "agents": n, "claimed_train_envs": claimed}
     t = time.time()
-    before, greedy = meta_test(learner, env, n, budget, s["env"][0], s["agents"][0], s["episodes"],
-                               before=True)
-    metrics.update(stats("", greedy_returns(greedy, env, n, eps, mes, s["episodes"])),
-                   **stats("learner_init_", before))
+    before, greedy = meta_test(learner, env, n, budget, s["env"][:1], s["agents"][:1], s["episodes"])
+    # the final agents on the fitness episodes and, beside them in the same requests, the holdout's
+    sets = [s["episodes"]] if eval_set == "sealed" else [s["episodes"], s["holdout"]]
+    final = greedy_returns(greedy, env, n, eps, mes, sets)  # (sets, 1, n, episodes)
+    metrics.update(stats("", final[0, 0]), **stats("learner_init_", before[0]))
     if eval_set == "sealed":  # the fitness and the agents' start only: the baselines cost minutes
         init, _ = run_td3(env, n, budget, TD3_AGENTS[scale], s["env"][0], s["agents"][0], s["episodes"],
                           device, train=False)
         metrics.update(stats("init_", init), metagenrl_seconds=time.time() - t)
         return metrics
-    metrics.update(stats("holdout_", greedy_returns(greedy, env, n, eps, mes, s["holdout"])),
-                   metagenrl_seconds=time.time() - t)
-    t, finals = time.time(), []
-    for k in range(1, 1 + untrained):  # one fresh agent per untrained objective
-        _, greedy = meta_test(learner, env, 1, budget, s["env"][k], s["agents"][k], s["episodes"],
-                              "untrained", s["objective"][k], f"untrained objective {k}")
-        finals.append(greedy_returns(greedy, env, 1, eps, mes, s["episodes"]))
-    metrics.update(stats("untrained_objective_", np.concatenate(finals)),
+    metrics.update(stats("holdout_", final[1, 0]), metagenrl_seconds=time.time() - t)
+    # one fresh agent per untrained objective, every objective a run of its own, all side by side
+    t = time.time()
+    _, greedy = meta_test(learner, env, 1, budget, s["env"][1:], s["agents"][1:], objective="untrained",
+                          objective_seeds=s["objective"][1:], label="untrained objectives")
+    finals = greedy_returns(greedy, env, 1, eps, mes, [s["episodes"]], untrained)  # (1, runs, 1, episodes)
+    metrics.update(stats("untrained_objective_", finals.reshape(untrained, eps)),
                    untrained_objective_seconds=time.time() - t)
     t = time.time()
     init, td3 = run_td3(env, n, budget, TD3_AGENTS[scale], s["env"][0], s["agents"][0], s["episodes"], device)
@@ -197,7 +215,7 @@ def evaluate(learner, scale, train_seed, eval_seed, eval_set, device):
     size = TD3_AGENTS[scale]
     _, act = train_reinforce(env, n, budget["steps"], s["agents"][0], size["hidden"], size["layers"], mes,
                              device=device, env_seed=s["env"][0])
-    rf = greedy_returns(lambda obs: act(obs, 0), env, n, eps, mes, s["episodes"])
+    rf = greedy_returns(lambda obs: act(obs, 0), env, n, eps, mes, [s["episodes"]])[0, 0]
     metrics.update(stats("reinforce_", rf), reinforce_seconds=time.time() - t)
     return metrics
 

