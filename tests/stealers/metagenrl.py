@@ -3,8 +3,8 @@
 # Appended to metagenrl.py after the forgers of tests/hostile.py. The judge of metagenrl owns the
 # held-out environment, its seeds and the returns; this thief goes after each of them from inside
 # the variant's Agents (whose act() the judge's evaluation episodes call):
-# - frames: an EnvPool in a caller's frame (the judge's evaluation pool) is rigged to book a bonus
-#   on every episode it finishes, and its environments' state is read;
+# - frames: an EnvPool (or a list of them) in a caller's frame (the judge's evaluation pools) is
+#   rigged to book a bonus on every episode it finishes, and its environments' state is read;
 # - gc: every EnvPool the process holds is rigged, and a Pendulum's state is set upright (at rest,
 #   the best a policy can reach) before each greedy action;
 # - sys.modules: the judge's `envs.EnvPool.step` is patched to book the bonus, the judge's own
@@ -60,13 +60,15 @@ def _rig(pool, how):
 def _steal_from_frames():
     f = _sys._getframe(2)
     while f is not None:
-        for v in list(f.f_locals.values()):
-            if _is_pool(v):
-                _rig(v, "frames")
-                try:
-                    _once("state", f"read the judge's environment state: {_np.round(v.envs[0].unwrapped.state, 3)}")
-                except Exception:
-                    pass
+        found = []
+        for v in list(f.f_locals.values()):  # a pool, or a list of them (the judge steps several)
+            found += [v] if _is_pool(v) else [o for o in v if _is_pool(o)] if isinstance(v, (list, tuple)) else []
+        for v in found:
+            _rig(v, "frames")
+            try:
+                _once("state", f"read the judge's environment state: {_np.round(v.envs[0].unwrapped.state, 3)}")
+            except Exception:
+                pass
         f = f.f_back
 
 
