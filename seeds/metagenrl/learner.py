@@ -28,20 +28,31 @@ from envs import Replay
 from scientist.harness.learner import serve
 
 
+def rng_state():
+    """torch's global generators: the CPU's and, where there is one, the GPUs'."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 class Run:
     """n fresh agents of the variant, their replay, the frozen objective that trains them, and their
-    own state of torch's global generator (the baseline's TD3 target noise draws from it), so that
+    own state of torch's global generators (the baseline's TD3 target noise draws from them), so that
     runs stepped side by side draw what each would draw alone."""
 
     def __init__(self, agents, replay, objective):
         self.agents, self.replay, self.objective = agents, replay, objective
-        self.rng = torch.get_rng_state()
+        self.rng = rng_state()
 
     def __enter__(self):
-        torch.set_rng_state(self.rng)
+        set_rng_state(self.rng)
 
     def __exit__(self, *exc):
-        self.rng = torch.get_rng_state()
+        self.rng = rng_state()
 
 
 class MetaGenRLLearner:
