@@ -1,6 +1,11 @@
 """Run: the research loop over one seed, and its run folder.
 
     select parent -> propose -> (approve) -> apply edits + commit -> evaluate -> archive
+                                                                  -> (confirm) -> ... -> sealed test
+
+Only a variant that fresh paired seeds confirm becomes the best (`scientist.promotion`):
+the loop evaluates the seeds a confirmation asks for and hands the results back; the
+decisions and the record are the promotion's.
 
 State lives in the run folder after every step: the variant row is written (with its
 commit) before it is evaluated and again when its result is known, so Ctrl-C or
@@ -11,13 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
+import math
 import os
+import re
 import random
 import secrets
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -32,12 +39,14 @@ from scientist.evaluator import Evaluator
 from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
 from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
 from scientist.notebook import Notebook
+from scientist.promotion import META as DESIGN_META
+from scientist.promotion import PROMOTED, Comparison, Design, Noise, Promotion
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.sandbox import Sandbox, sandbox_for
-from scientist.seed import MANIFEST, Seed, load_seed
+from scientist.seed import MANIFEST, Scale, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
 from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
-                               SeedResult, Variant)
+                               Result, SeedResult, Variant)
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
@@ -142,6 +151,16 @@ class Run:
         text = (f"scientist: seed [bold]{self.seed.name}[/] at scale [bold]{self.config.scale}"
                 f"[/], {self.sandbox.name} sandbox, {self.proposer.name} proposer ({llm}), "
                 f"selection {self.policy.name}, run folder {self.dir}")
+        promotion = getattr(self, "promotion", None)
+        if promotion is not None:
+            d = promotion.design
+            text += (f"\n  claims: a variant is the best only once fresh paired seeds confirm it "
+                     f"(α = {d.alpha:g} over the run's attempts; at most {d.max_seeds} paired seeds "
+                     f"each" + (f", {d.share:.0%} of the time budget" if d.share and
+                                self.config.time_budget else "") + ")")
+            noise = promotion.noise()
+            if noise is not None:
+                text += "\n  " + self._noise_text(noise)
         if not self.seed.learner_command:
             text += ("\n  [bold red]warning:[/] this seed has no learner command: its evaluator "
                      "imports the variant's code into the process that writes the fitness, so a "
@@ -158,9 +177,10 @@ class Run:
                                    eval_seed=read_secret(self.dir / SECRET))
         self.progress = Progress(self.console, self.config.iterations or 0,
                                  self.archive.get_meta("elapsed_seconds", 0.0))
-        best = self.archive.best(1)  # a resumed run keeps its best so far (and `best` branch)
-        if best:
-            self.progress.best = self.archive.fitness(best[0])
+        self.promotion = Promotion(self.archive, self._design(scale))
+        best = self.promotion.best()  # a resumed run keeps its confirmed best (and `best` branch)
+        if best is not None:
+            self.progress.best = self.archive.fitness(best)
         self.console.print(self.banner(), highlight=False)
         if not self.proposer.uses_llm:
             self.console.print(f"  {self.proposer.describe()}", highlight=False)
@@ -176,13 +196,25 @@ class Run:
             self.console.print(f"  killed {leftovers} process(es) left running by this run's "
                                "previous orchestrator")
         try:
-            self._baseline()
-            for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
-                self.progress.line(v.iteration, f"{v.name} was in flight when the run stopped; "
-                                                "evaluating it again")
-                self._evaluate(v)
-            self._loop()
-            self._finish("finished")
+            try:
+                self._baseline()
+                unfinished = self.promotion.in_progress()
+                if unfinished is not None:  # interrupted in the middle of a confirmation
+                    self._confirm(unfinished)
+                for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
+                    self.progress.line(v.iteration, f"{v.name} was in flight when the run "
+                                                    "stopped; evaluating it again")
+                    self._evaluate(v)
+                self._loop()
+                status = "finished"
+            except Stop as e:
+                self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
+                if e.failed:
+                    self._finish("failed")
+                    return 1
+                status = "stopped"
+            self._sealed_test()
+            self._finish(status)
             return 0
         except KeyboardInterrupt:
             self.sandbox.kill_all()
@@ -190,10 +222,6 @@ class Run:
             self.console.print(f"[yellow]Interrupted.[/] The archive is intact; continue with "
                                f"`scientist resume {self.dir.name}`.")
             raise
-        except Stop as e:
-            self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
-            self._finish("failed" if e.failed else "stopped")
-            return 1 if e.failed else 0
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.sandbox.kill_all()
@@ -203,9 +231,50 @@ class Run:
             return
         v = self.archive.new_variant(None, 0, status=RUNNING, commit=self.workspace.head_of("v0000"),
                                      hypothesis="", proposer="baseline")
-        self.progress.line(0, f"{v.name}: evaluating the unmodified seed "
-                              f"({self.evaluator.scale.training_seeds} training seeds)")
-        self._evaluate(v)
+        n = self._noise_seeds()
+        self.progress.line(0, f"{v.name}: evaluating the unmodified seed on {n} training seeds "
+                              "(its spread between them is the run's noise floor)")
+        self._evaluate(v, seeds=range(n))
+        noise = self.promotion.noise()
+        if noise is not None:
+            self.progress.line(0, self._noise_text(noise))
+
+    def _noise_seeds(self) -> int:
+        scale = self.seed.scale(self.config.scale)
+        n = self.config.noise_seeds or scale.noise_seeds
+        if n < scale.training_seeds:
+            raise ScientistError(f"noise_seeds ({n}) must be at least the scale's training seeds "
+                                 f"({scale.training_seeds}): the baseline is paired with every "
+                                 "variant on those")
+        return n
+
+    def _noise_text(self, noise: Noise) -> str:
+        d = self.promotion.design
+        return (f"noise floor: {self.seed.metric} has sd {noise.sd:.4f} between the baseline's "
+                f"{noise.n} training seeds; the smallest improvement this run can confirm is "
+                f"about {noise.detectable:.4f} (80% power at a first attempt with "
+                f"{d.max_seeds} paired seeds)")
+
+    def _design(self, scale: Scale) -> Design:
+        """The run's confirmation design: saved when the run starts, read back on resume."""
+        saved = self.archive.get_meta(DESIGN_META)
+        if isinstance(saved, dict):
+            return Design.from_dict(saved)
+        c = self.config
+        if not 0 < c.alpha < 1:
+            raise ScientistError(f"alpha must be between 0 and 1, not {c.alpha}")
+        if c.max_confirm_seeds < 2:
+            raise ScientistError(f"max_confirm_seeds must be at least 2 (a paired t-test needs "
+                                 f"two pairs), not {c.max_confirm_seeds}")
+        if not 0 < c.confirm_share <= 1:
+            raise ScientistError(f"confirm_share must be in (0, 1], not {c.confirm_share}")
+        sealed = c.sealed_seeds or self._noise_seeds()
+        if sealed < 2:
+            raise ScientistError(f"sealed_seeds must be at least 2, not {sealed}")
+        d = Design(alpha=c.alpha, max_seeds=c.max_confirm_seeds, batch=scale.training_seeds,
+                   share=c.confirm_share, sealed_seeds=sealed)
+        self.archive.set_meta(DESIGN_META, asdict(d))
+        return d
 
     def _loop(self) -> None:
         total = self.config.iterations or 0
@@ -341,36 +410,130 @@ class Run:
                                         rationale=p.rationale, prediction=p.prediction,
                                         proposer=p.proposer, predicted=p.predicted, **kw)
 
-    def _evaluate(self, v: Variant) -> None:
+    def _evaluate(self, v: Variant, seeds: Iterable[int] | None = None) -> None:
         self.archive.update(v.id, status=RUNNING)
-        folder = self.dir / VARIANTS / v.name
-        def seed_done(r: SeedResult) -> None:
-            done.add(r.seed)
-            self.progress.seed_done(v.iteration, v, r, self.seed.metric)
-
-        with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds) as done:
-            result = self.evaluator.evaluate(v.commit, folder, on_seed=seed_done)
+        if v.parent_id is None and seeds is None:  # the baseline, evaluated again on resume
+            seeds = range(self._noise_seeds())
+        result = self._run_seeds(v, seeds)
         self.archive.record_result(v.id, result, DONE if result.ok else FAILED)
         self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
         fit = Fitness(result.mean, self.seed.maximize)
-        if result.ok:
-            new_best = self.progress.best is None or fit.better_than(self.progress.best)
-            if new_best:
+        if not result.ok:
+            self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
+            return
+        se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
+        self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} (s.e.) over "
+                                        f"{len(result.values)} seeds")
+        if v.parent_id is None:
+            if self.progress.best is None:  # the baseline is the first confirmed best
                 self.progress.best = fit
                 self.workspace.tag_best(v.commit)
-            se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
-            self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} over "
-                                            f"{len(result.values)} seeds"
-                                            + (" [green]new best[/]" if new_best else ""))
         else:
-            self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
+            self._challenge(self.archive.get(v.id))
+
+    def _run_seeds(self, v: Variant, seeds: Iterable[int] | None = None,
+                   eval_set: str = "fitness", quiet: bool = False) -> Result:
+        """Train and score `v` on `seeds` (default: the scale's), with a heartbeat."""
+        folder = self.dir / VARIANTS / v.name
+        seeds = None if seeds is None else list(seeds)
+
+        def seed_done(r: SeedResult) -> None:
+            done.add(r.seed)
+            if not quiet:
+                self.progress.seed_done(v.iteration, v, r, self.seed.metric)
+
+        with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds,
+                       seeds, "sealed-" if eval_set == "sealed" else "") as done:
+            return self.evaluator.evaluate(v.commit, folder, on_seed=seed_done, seeds=seeds,
+                                           eval_set=eval_set)
+
+    # --- claims: confirmation on fresh paired seeds, and the sealed test ---------------------
+    def _challenge(self, v: Variant) -> None:
+        """If `v` beats the confirmed best on their shared seeds, try to confirm it."""
+        lead = self.promotion.lead(v)
+        if lead is None:
+            return
+        best = self.promotion.best()
+        assert best is not None
+        note = (f"{v.name} beats the confirmed best {best.name} by {lead:+.4f} on the same seeds "
+                "(raw)")
+        why = self._confirm_budget(v, best)
+        if why is not None:
+            self.archive.log("untested", f"{note}; not confirmed: {why}", v.id)
+            self.progress.line(v.iteration, f"{note}; [yellow]not tested[/]: {why}")
+            return
+        c = self.promotion.open(v)
+        self.progress.line(v.iteration, f"{note}: confirming on fresh paired seeds (attempt "
+                                        f"{c.attempt}, at most {self.promotion.design.max_seeds} "
+                                        f"seeds; a look passes at p ≤ {c.level:.3g})")
+        self._confirm(c)
+
+    def _confirm(self, c: Comparison) -> None:
+        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
+        while not c.decided:
+            seeds = self.promotion.next_seeds(c)
+            why = self._confirm_budget(a, b)
+            if why is not None:
+                c = self.promotion.stop(c, f"{why}, after {len(c.seeds)} fresh seeds")
+                break
+            start = time.monotonic()
+            ra = self._run_seeds(a, seeds, quiet=True)
+            rb = self._run_seeds(b, seeds, quiet=True)
+            c = self.promotion.record(c, ra, rb, time.monotonic() - start)
+            self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
+            t = c.test(self.seed.maximize)
+            se = f" ± {t.se:.4f}" if t.se is not None else ""
+            self.progress.line(a.iteration, f"{a.name} − {b.name} on fresh seeds "
+                                            f"{seeds[0]}–{seeds[-1]}: paired difference "
+                                            f"{t.mean:+.4f}{se} over {t.n} seeds, p = {t.p:.3g}")
+        if c.decision == PROMOTED:
+            self.workspace.tag_best(a.commit)
+            self.progress.best = self.archive.fitness(a)
+            self.progress.line(a.iteration, f"{a.name} [green]promoted: the confirmed best[/] — "
+                                            f"{c.reason}")
+        else:
+            self.progress.line(a.iteration, f"{a.name} [yellow]not confirmed[/] — {c.reason}")
+
+    def _confirm_budget(self, *variants: Variant) -> str | None:
+        """Why one more batch of a confirmation may not run (None: it may)."""
+        budget = self.config.time_budget
+        if budget is None:
+            return None
+        rounds = math.ceil(self.promotion.design.batch / max(1, self.evaluator.workers))
+        est = rounds * sum(self._duration(v) for v in variants)
+        share = self.promotion.design.share
+        if share is not None and self.promotion.seconds() + est > share * budget:
+            return f"the confirmation budget ({share:.0%} of the time budget) is used up"
+        if self.progress.elapsed + est > budget:
+            return "the time budget is reached"
+        return None
+
+    def _sealed_test(self) -> None:
+        """The confirmed best against the baseline on the sealed held-out set, once."""
+        if not self.promotion.sealed_due():
+            return
+        c = self.promotion.open_sealed()
+        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
+        seeds = self.promotion.next_seeds(c)
+        self.progress.line(None, f"sealed test: {a.name} against the baseline {b.name} on the "
+                                 f"seed's sealed held-out set, {len(seeds)} fresh paired seeds")
+        start = time.monotonic()
+        ra = self._run_seeds(a, seeds, "sealed", quiet=True)
+        rb = self._run_seeds(b, seeds, "sealed", quiet=True)
+        c = self.promotion.record(c, ra, rb, time.monotonic() - start)
+        self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
+        self.progress.line(None, f"sealed test: {a.name} {c.decision} against {b.name} — {c.reason}")
 
     def _finish(self, status: str) -> None:
         a = self.archive
         a.set_meta("status", status)
         a.set_meta("elapsed_seconds", self.progress.elapsed)
         a.set_meta("finished_at", time.time())
-        self.console.print(best_table(a.all(), self.seed.maximize, self.seed.metric))
+        promotion = Promotion.of(a)
+        best = promotion.best()
+        self.console.print(best_table(a.all(), self.seed.maximize, self.seed.metric,
+                                      labels=promotion.labels(), best_id=best.id if best else None))
+        self.console.print(promotion.claim(self.seed.metric), highlight=False, markup=False)
         if status != "interrupted" and self.config.report:
             from scientist.report import write_report
 
