@@ -126,9 +126,10 @@ class Comparison:
         return a, b
 
     def test(self, maximize: bool) -> Paired:
+        """The paired t-test of challenger minus incumbent (in the metric's units), one-sided
+        in the direction that is an improvement."""
         a, b = self.values()
-        sign = 1.0 if maximize else -1.0
-        return paired_t([sign * (x - y) for x, y in zip(a, b)])
+        return paired_t([x - y for x, y in zip(a, b)], "greater" if maximize else "less")
 
     @property
     def evaluations(self) -> int:
@@ -275,6 +276,7 @@ class Promotion:
             if not r.ok:
                 return failed, f"{who} failed on a fresh seed: {r.reason}"
         t = c.test(self.maximize)
+        gain = t.mean if self.maximize else -t.mean
         if c.kind == SEALED:
             ok = t.p <= c.level
             return (IMPROVED if ok else NOT_IMPROVED,
@@ -283,9 +285,9 @@ class Promotion:
         if t.n in self.design.looks and t.p <= c.level:
             return PROMOTED, (f"paired difference {t.mean:+.4g} over {t.n} fresh seeds, "
                               f"p = {t.p:.3g} ≤ {c.level:.3g}")
-        if t.mean <= 0:
-            return NOT_CONFIRMED, (f"futility: paired difference {t.mean:+.4g} ≤ 0 over "
-                                   f"{t.n} fresh seeds")
+        if gain <= 0:
+            return NOT_CONFIRMED, (f"futility: paired difference {t.mean:+.4g}, no improvement "
+                                   f"over {t.n} fresh seeds")
         if t.n >= self.design.max_seeds:
             return NOT_CONFIRMED, (f"{t.n} fresh seeds (the most a confirmation may use): "
                                    f"paired difference {t.mean:+.4g}, p = {t.p:.3g} > {c.level:.3g}")

@@ -31,6 +31,9 @@ import jinja2
 
 from scientist.archive import Archive
 from scientist.notebook import measured_delta, reference
+from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, PROMOTED, RAW, SEALED,
+                                 UNCONFIRMED, Comparison, Promotion)
+from scientist.stats import Paired
 from scientist.errors import ScientistError
 from scientist.latex import (MAX_DIFF_LINES, TEX_PACKAGES, Report, Tex, compile_tex, latex_escape,
                              tex_engine, verbatim_safe)
@@ -113,16 +116,19 @@ def gather(run_dir: Path) -> dict[str, Any]:
         archive.maximize = maximize = bool(archive.get_meta("maximize", True))
         meta = {k: archive.get_meta(k) for k in META}
         variants, events = archive.all(), archive.events()
-        top = archive.best(TOP_N)
-        best = top[0] if top else None
+        top = archive.best(TOP_N)  # by raw mean; each row says what it may be called
+        promotion = Promotion.of(archive)
+        best = promotion.best()  # the confirmed best, the only one called best
+        labels = promotion.labels()
         lineage = archive.lineage(best.id) if best else []
         llm = _llm(archive, config)
+        baseline = next((v for v in variants if v.parent_id is None), None)
+        metric = meta["metric"] or (baseline.result.metric if baseline and baseline.result else "")
+        claims = _claims(promotion, variants, events, top[0] if top else None)
     finally:
         archive.close()
-    baseline = next((v for v in variants if v.parent_id is None), None)
-    metric = meta["metric"] or (baseline.result.metric if baseline and baseline.result else "")
     return {
-        "run": _setup(run_dir, config, meta, baseline),
+        "run": _setup(run_dir, config, meta, baseline, variants),
         "metric": metric or "fitness",
         "direction": "higher is better" if maximize else "lower is better",
         "counts": _counts(variants),
@@ -130,9 +136,10 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "best": _view(best) if best else None,
         "best_is_baseline": best is not None and baseline is not None and best.id == baseline.id,
         "results": _results(baseline, best, metric),
-        "top": [_view(v) for v in top],
+        "top": [_view(v, labels, best) for v in top],
+        "claims": claims,
         "lineage": _lineage(lineage, maximize),
-        "plot": _plot(variants, maximize),
+        "plot": _plot(variants, maximize, labels, claims["promotions"]),
         "failures": _failures(variants),
         "rejections": _rejections(events, variants),
         "diff": _diff(run_dir / "repo", baseline, best),
@@ -148,7 +155,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> dict[str, Any]:
+def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None,
+           variants: list[Variant]) -> dict[str, Any]:
     seed = meta["seed_name"] or cfg.get("seed_name") or Path(str(cfg.get("seed", "?"))).name
     selection = str(cfg.get("selection", "?"))
     if selection == "fme":
@@ -159,6 +167,12 @@ def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> di
     if wall is None and started and meta["finished_at"]:
         wall = meta["finished_at"] - started
     budget = cfg.get("time_budget")
+    # seeds per variant: what the variants after the baseline had (the baseline has more,
+    # for the noise floor)
+    ns = Counter(v.fitness_n for v in variants if v.parent_id is not None and v.fitness_n)
+    training_seeds = ns.most_common(1)[0][0] if ns else (
+        baseline.fitness_n if baseline and baseline.fitness_n else
+        len(baseline.result.seeds) if baseline and baseline.result else "?")
     return {
         "id": cfg.get("run_id") or run_dir.name,
         "seed": seed,
@@ -174,8 +188,7 @@ def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> di
         "rng_seed": cfg.get("rng_seed", "?"),
         "iterations": cfg.get("iterations", "?"),
         "time_budget": duration(budget) if budget else "none",
-        "training_seeds": baseline.fitness_n if baseline and baseline.fitness_n else (
-            len(baseline.result.seeds) if baseline and baseline.result else "?"),
+        "training_seeds": training_seeds,
         "status": meta["status"] or "unknown",
         "started": when(started),
         "finished": when(meta["finished_at"]),
@@ -244,11 +257,70 @@ def _counts(variants: list[Variant]) -> list[tuple[str, int]]:
     return rows
 
 
-def _view(v: Variant) -> dict[str, Any]:
+def _view(v: Variant, labels: dict[int, str] | None = None,
+          best: Variant | None = None) -> dict[str, Any]:
+    claim = ("best" if best is not None and v.id == best.id else (labels or {}).get(v.id, RAW))
     return {"name": v.name, "parent": f"v{v.parent_id:04d}" if v.parent_id is not None else "---",
             "fitness": pm(v.fitness, v.fitness_stderr), "n": v.fitness_n, "status": v.status,
             "hypothesis": v.hypothesis or "baseline: the unmodified seed",
-            "prediction": v.prediction, "iteration": v.iteration}
+            "prediction": v.prediction, "iteration": v.iteration, "claim": claim}
+
+
+def _claims(promotion: Promotion, variants: list[Variant], events: list[dict[str, Any]],
+            raw_top: Variant | None) -> dict[str, Any]:
+    """What the run may claim: its design, noise floor, every confirmation, the sealed test,
+    and what confirming cost."""
+    d, maximize = promotion.design, promotion.maximize
+    by_id = {v.id: v for v in variants}
+    noise = promotion.noise()
+    rows, promotions = [], []
+    for c in promotion.comparisons():
+        t = c.test(maximize)
+        ch = by_id.get(c.challenger_id)
+        rows.append({"challenger": f"v{c.challenger_id:04d}", "incumbent": f"v{c.incumbent_id:04d}",
+                     "attempt": c.attempt, "level": Tex(f"${num(c.level)}$"), "n": t.n,
+                     "diff": pm(t.mean if t.n else None, t.se), "ci": _interval(t),
+                     "p": Tex(f"${num(t.p)}$") if t.n >= 2 else Tex("---"),
+                     "decision": c.decision or "in progress", "reason": c.reason})
+        if c.decision == PROMOTED and ch is not None:
+            promotions.append(ch)
+    sealed = promotion.sealed()
+    best = promotion.best()
+    explore = sum(len(v.result.seeds) for v in variants if v.result)
+    extra = sum(c.evaluations for c in promotion.comparisons())
+    sealed_runs = sum(c.evaluations for c in promotion.comparisons(SEALED))
+    return {
+        "alpha": Tex(f"${d.alpha:g}$"), "max_seeds": d.max_seeds, "batch": d.batch,
+        "looks": ", ".join(str(n) for n in d.looks), "n_looks": len(d.looks),
+        "first_level": Tex(f"${num(d.level(1))}$"), "share": f"{d.share:.0%}" if d.share else "none",
+        "noise": None if noise is None else {"sd": Tex(f"${num(noise.sd)}$"), "n": noise.n,
+                                             "detectable": Tex(f"${num(noise.detectable)}$")},
+        "rows": rows, "promotions": promotions,
+        "untested": sum(e["kind"] == "untested" for e in events),
+        "sealed": None if sealed is None else _sealed_view(sealed, maximize),
+        "sealed_level": Tex(f"${d.alpha:g}$"),
+        "sealed_due": best is not None and best.parent_id is not None and sealed is None,
+        "promoted_by": next((r for r in reversed(rows) if r["decision"] == PROMOTED
+                             and best is not None and r["challenger"] == best.name), None),
+        "cost": {"explore": explore, "confirm": extra, "sealed": sealed_runs,
+                 "seconds": duration(promotion.seconds())},
+        "raw_top": None if raw_top is None or (best is not None and raw_top.id == best.id)
+        else _view(raw_top, promotion.labels(), best),
+    }
+
+
+def _sealed_view(c: Comparison, maximize: bool) -> dict[str, Any]:
+    t = c.test(maximize)
+    return {"challenger": f"v{c.challenger_id:04d}", "incumbent": f"v{c.incumbent_id:04d}",
+            "diff": signed(t.mean), "se": Tex(f"${num(t.se)}$") if t.se is not None else Tex("---"),
+            "ci": _interval(t), "p": Tex(f"${num(t.p)}$"), "n": t.n, "decision": c.decision,
+            "improved": c.decision == IMPROVED}
+
+
+def _interval(t: Paired) -> Tex:
+    if t.low is None or t.high is None:
+        return Tex("---")
+    return Tex(f"$[{num(t.low)}, {num(t.high)}]$")
 
 
 def _seed_stats(v: Variant) -> dict[str, tuple[float, float | None]]:
@@ -300,31 +372,42 @@ def _lineage(chain: list[Variant], maximize: bool) -> list[dict[str, Any]]:
     return steps
 
 
-def _plot(variants: list[Variant], maximize: bool) -> dict[str, Any] | None:
-    """Coordinates for pgfplots: evaluated variants, the running best, failures at the foot."""
+def _plot(variants: list[Variant], maximize: bool, labels: dict[int, str],
+          promotions: list[Variant]) -> dict[str, Any] | None:
+    """Coordinates for pgfplots: evaluated variants with ±1 s.e. error bars, by claim (raw,
+    confirmed, not confirmed), the confirmed best over iterations, failures at the foot."""
     done = sorted((v for v in variants if v.fitness is not None), key=lambda v: (v.iteration, v.id))
     failed = [v for v in variants if v.status == FAILED]
     if not done:
         return None
-    values = [v.fitness for v in done]
+    values = [v.fitness - (v.fitness_stderr or 0) for v in done]
+    values += [v.fitness + (v.fitness_stderr or 0) for v in done]
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
-    running, best = [], None
-    for v in done:
-        if best is None or Fitness(v.fitness, maximize).better_than(Fitness(best, maximize)):
-            best = v.fitness
-        running.append((v.iteration, best))
+    base = done[0] if done[0].parent_id is None else None
+    running = [(0, base.fitness)] if base is not None else []
+    for v in promotions:  # the confirmed best moves only when a variant is promoted
+        running.append((v.iteration, v.fitness))
     last = max(v.iteration for v in done + failed)
-    if last > running[-1][0]:
-        running.append((last, best))
+    if running:  # to the plot's right edge, so that the last step shows
+        running.append((last + 0.5, running[-1][1]))
     fail_y = lo - 2 * pad
+    groups = {k: [v for v in done if labels.get(v.id, RAW) in kinds]
+              for k, kinds in (("raw", (RAW, CONFIRMING)), ("confirmed", (CONFIRMED,)),
+                               ("unconfirmed", (UNCONFIRMED,)))}
     return {
-        "points": _coords((v.iteration, v.fitness) for v in done),
+        **{k: _bars(vs) for k, vs in groups.items()},
         "running": _coords(running),
         "failed": _coords((v.iteration, fail_y) for v in failed) if failed else "",
         "ymin": _g(fail_y - pad if failed else lo - pad), "ymax": _g(hi + pad),
         "xmax": _g(last + 0.5), "xstep": max(1, math.ceil(last / 10)),
     }
+
+
+def _bars(vs: list[Variant]) -> Tex:
+    """`(x,y) +- (0,e)` for pgfplots' explicit error bars (e: the standard error, 0 if none)."""
+    items = [f"({v.iteration},{_g(v.fitness)}) +- (0,{_g(v.fitness_stderr or 0.0)})" for v in vs]
+    return Tex("\n".join(" ".join(items[i:i + 4]) for i in range(0, len(items), 4)))
 
 
 def _g(x: float) -> Tex:

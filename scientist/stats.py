@@ -4,11 +4,12 @@ attempts, and the smallest improvement a run can detect.
 Every comparison here is *paired*. The two variants were trained on the same training-seed
 indices and scored on the same evaluation streams (the run's secret), so their difference
 at one seed, d_i = challenger_i - incumbent_i, cancels what the two share at that seed
-(the data order, the initialisation scheme, the streams). The d_i are signed so that
-d > 0 is an improvement, whatever the metric's direction.
+(the data order, the initialisation scheme, the streams). The d_i are in the metric's own
+units; `alternative` says which side is an improvement (`less` for a loss).
 
 - **The test** (`paired_t`): Student's one-sample t-test on the d_i (the paired t-test),
-  one-sided, H0: mean d = 0 against H1: mean d > 0 (`scipy.stats.t`); with the
+  one-sided, H0: mean d = 0 against H1: mean d > 0 (or < 0 for a metric to minimise;
+  `scipy.stats.t`); with the
   two-sided 95% t confidence interval of the mean d. It assumes the d_i are independent
   (fresh training seeds) and roughly normal. With 4 to 10 seeds, the heavy tails of the t
   distribution are what keep it honest about a variance estimated from so few values.
@@ -62,7 +63,7 @@ class Paired:
     mean: float
     se: float | None  # standard error of the mean difference (None below 2 pairs)
     t: float | None
-    p: float  # one-sided p-value of H0: mean d = 0 against H1: mean d > 0
+    p: float  # one-sided p-value of H0: mean d = 0 against H1: an improvement
     low: float | None  # two-sided 95% t confidence interval of the mean difference
     high: float | None
 
@@ -72,11 +73,16 @@ class Paired:
         return f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 
-def paired_t(diffs: Sequence[float], confidence: float = CONFIDENCE) -> Paired:
-    """Student's paired t-test, one-sided for an improvement, with its t interval.
+def paired_t(diffs: Sequence[float], alternative: str = "greater",
+             confidence: float = CONFIDENCE) -> Paired:
+    """Student's paired t-test, one-sided for an improvement (`alternative`: `greater`, or
+    `less` when lower is better), with its two-sided t interval.
 
     Zero spread (every difference the same, as a deterministic seed gives) is decided by
-    the sign: a constant positive difference is p = 0, anything else p = 1."""
+    the sign: a constant improvement is p = 0, anything else p = 1."""
+    if alternative not in ("greater", "less"):
+        raise ValueError(f"alternative must be 'greater' or 'less', not {alternative!r}")
+    sign = 1.0 if alternative == "greater" else -1.0
     d = [float(x) for x in diffs]
     n = len(d)
     if n == 0:
@@ -87,11 +93,11 @@ def paired_t(diffs: Sequence[float], confidence: float = CONFIDENCE) -> Paired:
     sd = statistics.stdev(d)
     if sd == 0.0 or sd <= 1e-12 * max(1.0, abs(mean)):
         t = math.inf if mean > 0 else -math.inf if mean < 0 else 0.0
-        return Paired(n, mean, 0.0, t, 0.0 if mean > 0 else 1.0, mean, mean)
+        return Paired(n, mean, 0.0, t, 0.0 if sign * mean > 0 else 1.0, mean, mean)
     se = sd / math.sqrt(n)
-    t = mean / se  # what scipy.stats.ttest_1samp(d, 0, alternative="greater") computes, 10x faster
+    t = mean / se  # what scipy.stats.ttest_1samp(d, 0, alternative=...) computes, 10x faster
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * se
-    return Paired(n, mean, se, t, float(stats.t.sf(t, n - 1)), mean - half, mean + half)
+    return Paired(n, mean, se, t, float(stats.t.sf(sign * t, n - 1)), mean - half, mean + half)
 
 
 def attempt_level(alpha: float, attempt: int) -> float:

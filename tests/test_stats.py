@@ -32,6 +32,9 @@ def test_paired_t_is_scipys_one_sided_t_test():
     ref = stats.ttest_1samp(d, 0.0, alternative="greater")
     assert paired_t(d).t == pytest.approx(ref.statistic) and paired_t(d).p == pytest.approx(ref.pvalue)
     assert paired_t([-x for x in d]).p == pytest.approx(1 - ref.pvalue)
+    # lower is better: the same test the other way, the interval in the metric's units
+    less = paired_t([-x for x in d], "less")
+    assert less.p == pytest.approx(ref.pvalue) and less.mean < 0 < less.high
 
 
 @pytest.mark.parametrize("d, p", [([0.2, 0.2, 0.2], 0.0), ([-0.2, -0.2], 1.0), ([0.0, 0.0], 1.0)])
