@@ -360,13 +360,14 @@ class Promotion:
         """The fitness key (larger is better) selection ranks each candidate by.
 
         Selection still explores with means, with one exception: a variant whose mean is
-        above the confirmed best's is not taken as surely better than it. It ranks at the
-        confirmed best's mean plus only the part of its lead beyond LEAD_SE standard errors
-        of the difference, the standard error from the run's noise floor (sd sqrt(1/n +
-        1/n_best)) rather than from its own two seeds (which can be near zero by luck). A
-        two-seed variant that leads by noise therefore shares the confirmed best's place
-        (FME's top bucket; greedy's ties go to the older, confirmed one); a lead far
-        outside the noise still counts, reduced."""
+        above the confirmed best's is not taken as surely better than it. Untested, it ranks
+        at the confirmed best's mean plus only the part of its lead beyond LEAD_SE standard
+        errors of the difference, the standard error from the run's noise floor (sd
+        sqrt(1/n + 1/n_best)) rather than from its own two seeds (which can be near zero by
+        luck); tested and not confirmed, it ranks at the confirmed best's mean (fresh seeds
+        found no lead). A two-seed variant that leads by noise therefore shares the confirmed
+        best's place (FME's top bucket; greedy's ties go to the older, confirmed one); an
+        untested lead far outside the noise still counts, reduced."""
         best = self.best()
         noise = self.noise()
         keys = {}
@@ -375,8 +376,12 @@ class Promotion:
         if best is None or best.id not in keys:
             return keys
         top, nb = keys[best.id], max(1, best.fitness_n)
+        labels = self.labels()
         for v in self.archive.candidates():
             if v.id == best.id or keys[v.id] <= top:
+                continue
+            if labels.get(v.id) == UNCONFIRMED:
+                keys[v.id] = top
                 continue
             nv = max(1, v.fitness_n)
             if noise is not None:

@@ -124,6 +124,8 @@ def test_selection_does_not_take_a_lucky_two_seed_lead_for_sure(world):
     assert keys[far] == pytest.approx(keys[0] + (3.05 - 1.05) - 2 * se)
     assert keys[below] == pytest.approx(0.55)
     assert p.labels()[lucky] == RAW
+    p.stop(p.open(a.get(far)), "budget")  # tested, not confirmed: no lead left at all
+    assert p.selection_keys()[far] == pytest.approx(keys[0])
 
 
 def test_the_sealed_test_compares_the_confirmed_best_with_the_baseline(world):
