@@ -67,6 +67,9 @@ class Design:
     """Share of the run's time budget that confirmations may use (None: no limit)."""
     sealed_seeds: int = 4
     """Paired seeds of the final sealed test (confirmed best against the baseline)."""
+    screen: float = 0.0
+    """A raw lead starts a confirmation only beyond this many standard errors of the paired
+    difference, from the noise floor (sd sqrt(2 / n)); 0: any lead."""
 
     @property
     def looks(self) -> tuple[int, ...]:
@@ -216,7 +219,11 @@ class Promotion:
         else:
             d = v.fitness - (best.fitness or 0.0)
         d = d if self.maximize else -d
-        return d if d > 0 else None
+        noise = self.noise()
+        margin = 0.0
+        if noise is not None and self.design.screen > 0:
+            margin = self.design.screen * noise.sd * math.sqrt(2 / max(1, len(shared) or v.fitness_n))
+        return d if d > margin else None
 
     def open(self, v: Variant) -> Comparison:
         """Start the run's next confirmation: `v` against the confirmed best."""
