@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scientist.llm import Usage
-from scientist.variant import DONE, PENDING, RUNNING, Fitness, Result, Variant
+from scientist.variant import CLEAN, DONE, PENDING, RUNNING, Fitness, Result, Variant
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS variants (
@@ -39,7 +39,9 @@ CREATE TABLE IF NOT EXISTS variants (
     created_at REAL NOT NULL,
     finished_at REAL,
     last_used INTEGER NOT NULL DEFAULT 0,
-    predicted REAL
+    predicted REAL,
+    integrity TEXT NOT NULL DEFAULT 'clean',
+    integrity_reason TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -72,9 +74,11 @@ COMPARISON_FIELDS = ("id", "kind", "challenger_id", "incumbent_id", "attempt", "
 
 COLUMNS = ("id", "parent_id", "iteration", "status", "hypothesis", "rationale", "prediction",
            "proposer", "commit_sha", "diff", "fitness", "fitness_stderr", "fitness_n",
-           "metrics", "result", "error", "created_at", "finished_at", "predicted")
+           "metrics", "result", "error", "created_at", "finished_at", "predicted", "integrity",
+           "integrity_reason")
 # columns added after the first release, with their type: older archives get them on open
-ADDED_COLUMNS = {"predicted": "REAL"}
+ADDED_COLUMNS = {"predicted": "REAL", "integrity": "TEXT NOT NULL DEFAULT 'clean'",
+                 "integrity_reason": "TEXT NOT NULL DEFAULT ''"}
 LLM_CALL_FIELDS = ("at", "iteration", "purpose", "key", "model", "attempt", "prompt_tokens",
                    "completion_tokens", "cost", "cached", "priced", "seconds", "finish_reason",
                    "error")
@@ -219,12 +223,14 @@ class Archive:
         with self._tx() as db:
             db.execute(f"UPDATE variants SET {', '.join(sets)} WHERE id = ?", (*args, variant_id))
 
-    def record_result(self, variant_id: int, result: Result, status: str) -> None:
-        """Store a variant's evaluation outcome and its aggregated fitness."""
+    def record_result(self, variant_id: int, result: Result, status: str,
+                      integrity: tuple[str, str] = (CLEAN, "")) -> None:
+        """Store a variant's evaluation outcome, its aggregated fitness and its integrity
+        label with the reason (`scientist.integrity`)."""
         self.update(variant_id, status=status, result=result, metrics=result.mean_metrics(),
                     fitness=result.mean, fitness_stderr=result.stderr,
                     fitness_n=len(result.values), error=result.reason if not result.ok else "",
-                    finished_at=time.time())
+                    finished_at=time.time(), integrity=integrity[0], integrity_reason=integrity[1])
 
     def touch(self, variant_id: int) -> None:
         """Mark a variant as just used (selected as parent): LRU order for selection pools."""
@@ -254,8 +260,11 @@ class Archive:
         return dict(self.db.execute("SELECT id, last_used FROM variants").fetchall())
 
     def candidates(self) -> list[Variant]:
-        """Variants that may be parents: evaluated successfully, with a fitness."""
-        return [v for v in self.with_status(DONE) if v.fitness is not None]
+        """Variants that may be parents: evaluated successfully, with a fitness and a clean
+        integrity label. A violated variant broke the judge's protocol; a suspicious one has a
+        fitness its seed calls implausible, or one far above its held-out score: building on
+        it would spend the run on (and pass on) what is likely a cheat or an overfit."""
+        return [v for v in self.with_status(DONE) if v.fitness is not None and v.integrity == CLEAN]
 
     def fitness(self, v: Variant) -> Fitness:
         return Fitness(v.fitness, self.maximize)

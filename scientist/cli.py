@@ -295,7 +295,7 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
                       f"seeds; smallest improvement the run can confirm ≈ {noise.detectable:.4f}")
     labels = promotion.labels()
     t = Table()
-    cols = ["variant", "parent", "iter", "status", metric, "± se", "n", "claim"]
+    cols = ["variant", "parent", "iter", "status", "integrity", metric, "± se", "n", "claim"]
     cols += ["predicted Δ", "measured Δ", "LLM"] if llm else []
     for col in cols + ["hypothesis / error"]:
         t.add_column(col)
@@ -303,7 +303,8 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
     by_id = {v.id: v for v in variants}
     for v in variants:
         row = [v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
-               v.status, "—" if v.fitness is None else f"{v.fitness:.4f}",
+               v.status, v.integrity if v.status in ("done", "failed") else "—",
+               "—" if v.fitness is None else f"{v.fitness:.4f}",
                "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}",
                str(v.fitness_n) if v.fitness is not None else "—",
                "best" if best is not None and v.id == best.id else labels.get(v.id, "—")]
@@ -325,8 +326,9 @@ def _show_variant(run_dir: Path, arch: Archive, v: Variant, logs: bool) -> int:
                   f" commit {v.commit or '—'})")
     if v.created_at:
         console.print(f"created {datetime.fromtimestamp(v.created_at):%Y-%m-%d %H:%M:%S}")
+    integrity = f"{v.integrity}: {v.integrity_reason}" if v.integrity != "clean" else ""
     for label, text in (("Hypothesis", v.hypothesis), ("Rationale", v.rationale),
-                        ("Predicted", v.prediction), ("Error", v.error)):
+                        ("Predicted", v.prediction), ("Error", v.error), ("Integrity", integrity)):
         if text:
             console.print(f"[bold]{label}:[/] {text}")
     if v.fitness is not None:

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 from scientist.archive import Archive
 from scientist.stats import Paired, attempt_level, detectable, look_level, looks, paired_t, spread
-from scientist.variant import DONE, Fitness, Result, Variant
+from scientist.variant import CLEAN, DONE, Fitness, Result, Variant
 
 CONFIRM, SEALED = "confirm", "sealed"
 PROMOTED, NOT_CONFIRMED = "promoted", "not confirmed"  # decisions of a confirmation
@@ -166,14 +166,15 @@ class Promotion:
         return vs[0] if vs and vs[0].parent_id is None else None
 
     def best(self) -> Variant | None:
-        """The confirmed best: the last promoted variant, else the baseline (if it worked)."""
+        """The confirmed best: the last promoted variant, else the baseline (if it worked).
+        Only a clean one (`scientist.integrity`): a suspicious or violated variant is never best."""
         for c in reversed(self.comparisons()):
             if c.decision == PROMOTED:
                 v = self.archive.get(c.challenger_id)
-                if v.status == DONE:
+                if _eligible(v):
                     return v
         base = self.baseline()
-        return base if base is not None and base.status == DONE and base.fitness is not None else None
+        return base if base is not None and _eligible(base) else None
 
     def labels(self) -> dict[int, str]:
         """What each evaluated variant is called: raw, confirming, confirmed, not confirmed."""
@@ -209,8 +210,8 @@ class Promotion:
         """How far `v`'s mean beats the confirmed best's on the seeds both were trained on
         (d > 0 is better), if it does and may challenge; None otherwise."""
         best = self.best()
-        if (best is None or v.id == best.id or v.status != DONE or v.fitness is None
-                or v.parent_id is None or any(c.challenger_id == v.id for c in self.comparisons())):
+        if (best is None or v.id == best.id or not _eligible(v) or v.parent_id is None
+                or any(c.challenger_id == v.id for c in self.comparisons())):
             return None
         mine, theirs = _by_seed(v), _by_seed(best)
         shared = sorted(set(mine) & set(theirs))
@@ -397,6 +398,11 @@ class Promotion:
                 se = math.hypot(v.fitness_stderr or 0.0, best.fitness_stderr or 0.0)
             keys[v.id] = top + max(0.0, keys[v.id] - top - LEAD_SE * se)
         return keys
+
+
+def _eligible(v: Variant) -> bool:
+    """May be called best: evaluated, with a fitness and a clean integrity label."""
+    return v.status == DONE and v.fitness is not None and v.integrity == CLEAN
 
 
 def _plural(n: int, noun: str) -> str:

@@ -37,14 +37,16 @@ from scientist.stats import Paired
 from scientist.errors import ScientistError
 from scientist.latex import (MAX_DIFF_LINES, TEX_PACKAGES, Report, Tex, compile_tex, latex_escape,
                              tex_engine, verbatim_safe)
-from scientist.variant import (DONE, FAILED, INVALID, PENDING, REJECTED, RUNNING, SEED_CRASH,
-                               SEED_NO_METRICS, SEED_OOM, SEED_TIMEOUT, Fitness, Variant)
+from scientist.variant import (CLEAN, DONE, FAILED, INVALID, PENDING, REJECTED, RUNNING,
+                               SEED_CRASH, SEED_NO_METRICS, SEED_OOM, SEED_TIMEOUT,
+                               SEED_VIOLATED, SUSPICIOUS, VIOLATED, Fitness, Variant)
 from scientist.workspace import Workspace
 
-META = ("status", "started_at", "finished_at", "created_at", "seed_name", "seed_title",
+META = ("judge_learner", "status", "started_at", "finished_at", "created_at", "seed_name", "seed_title",
         "seed_summary", "metric", "proposer_uses_llm", "proposer_description", "elapsed_seconds")
 SEED_FAILURES = {SEED_CRASH: "crash (non-zero exit)", SEED_TIMEOUT: "timeout",
-                 SEED_OOM: "out of memory", SEED_NO_METRICS: "no metrics (evaluator output)"}
+                 SEED_OOM: "out of memory", SEED_NO_METRICS: "no metrics (evaluator output)",
+                 SEED_VIOLATED: "violated the judge's protocol"}
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "report"
 TOP_N = 10  # rows of the top-variants table
 SHORT = 110  # characters of a hypothesis in a table cell
@@ -141,6 +143,7 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "lineage": _lineage(lineage, maximize),
         "plot": _plot(variants, maximize, labels, claims["promotions"]),
         "failures": _failures(variants),
+        "integrity": _integrity(variants, meta),
         "rejections": _rejections(events, variants),
         "diff": _diff(run_dir / "repo", baseline, best),
         "llm": llm,
@@ -435,6 +438,16 @@ def _failures(variants: list[Variant]) -> dict[str, Any]:
     examples = [{"name": v.name, "status": v.status, "hypothesis": shorten(v.hypothesis, SHORT),
                  "text": shorten(v.error or "(no message)", 240)} for v in bad[:5]]
     return {"total": len(bad), "reasons": reasons.most_common(), "examples": examples}
+
+
+def _integrity(variants: list[Variant], meta: dict) -> dict[str, Any]:
+    """How the fitness was protected, and the variants whose label is not clean."""
+    tried = [v for v in variants if v.status in (DONE, FAILED)]
+    counts = Counter(v.integrity for v in tried)
+    flagged = [{"name": v.name, "label": v.integrity, "reason": shorten(v.integrity_reason, 300)}
+               for v in tried if v.integrity != CLEAN]
+    return {"split": meta["judge_learner"], "clean": counts[CLEAN],
+            "suspicious": counts[SUSPICIOUS], "violated": counts[VIOLATED], "flagged": flagged}
 
 
 def _rejections(events: list[dict[str, Any]], variants: list[Variant]) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from scientist.edits import apply_edits, unified_diff
 from scientist.errors import BudgetExceeded, EditError, FormatError, ProposalError, ScientistError
 from scientist.evaluator import Evaluator
 from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
+from scientist.integrity import label as label_integrity
 from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
 from scientist.notebook import Notebook
 from scientist.promotion import META as DESIGN_META
@@ -45,8 +46,8 @@ from scientist.proposer import Context, Proposer, make_proposer
 from scientist.sandbox import Sandbox, sandbox_for
 from scientist.seed import MANIFEST, Scale, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
-from scientist.variant import (DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness, Proposal,
-                               Result, SeedResult, Variant)
+from scientist.variant import (CLEAN, DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness,
+                               Proposal, Result, SeedResult, Variant)
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
@@ -109,6 +110,7 @@ class Run:
         archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
         for k, v in dict(seed_name=seed.name, seed_title=seed.title, seed_summary=seed.summary,
                          metric=seed.metric, maximize=seed.maximize, status="created",
+                         judge_learner=bool(seed.learner_command),
                          created_at=time.time(), elapsed_seconds=0.0).items():
             archive.set_meta(k, v)
         return cls._assemble(run_dir, config, seed, archive, console)
@@ -415,15 +417,21 @@ class Run:
         if v.parent_id is None and seeds is None:  # the baseline, evaluated again on resume
             seeds = range(self._noise_seeds())
         result = self._run_seeds(v, seeds)
-        self.archive.record_result(v.id, result, DONE if result.ok else FAILED)
+        integrity = label_integrity(result, self.seed)
+        self.archive.record_result(v.id, result, DONE if result.ok else FAILED, integrity)
         self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
         fit = Fitness(result.mean, self.seed.maximize)
+        if integrity[0] != CLEAN:
+            self.archive.log("integrity", f"{integrity[0]}: {integrity[1]}", v.id)
+            self.progress.line(v.iteration, f"{v.name}: [bold red]{integrity[0]}[/] — {integrity[1]}")
         if not result.ok:
             self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
             return
         se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
         self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} (s.e.) over "
                                         f"{len(result.values)} seeds")
+        if integrity[0] != CLEAN:  # never best, so never a challenger either
+            return
         if v.parent_id is None:
             if self.progress.best is None:  # the baseline is the first confirmed best
                 self.progress.best = fit

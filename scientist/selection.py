@@ -45,8 +45,9 @@ class NoParentError(RuntimeError):
 def _candidates(archive: Archive) -> list[Variant]:
     c = archive.candidates()
     if not c:
-        raise NoParentError("no successfully evaluated variant to select a parent from; "
-                            "the baseline itself failed (see `scientist show RUN 0`)")
+        raise NoParentError("no successfully evaluated variant with a clean integrity label to "
+                            "select a parent from: the baseline itself failed or was labelled "
+                            "suspicious (see `scientist show RUN 0`)")
     return c
 
 

@@ -158,6 +158,8 @@ class Variant:
     created_at: float = 0.0
     finished_at: float | None = None
     predicted: float | None = None  # the proposer's predicted change of fitness vs the parent
+    integrity: str = "clean"  # clean | suspicious | violated (scientist.integrity)
+    integrity_reason: str = ""
 
     @property
     def name(self) -> str:

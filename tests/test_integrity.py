@@ -163,10 +163,13 @@ def test_a_learner_breaking_the_protocol_is_a_violation(attack, sandbox_name, tm
     assert not r.metrics
 
 
-def test_a_hanging_learner_times_out_and_its_processes_end(tmp_path_factory):
+@pytest.mark.parametrize("sandbox_name", SANDBOXES)
+def test_a_hanging_learner_times_out(sandbox_name, tmp_path_factory):
     t = trained("vsml", tmp_path_factory)
-    r = t.score(t.variant("hang", "vsml.py", hostile.PROTOCOL["hang"]), "local", "hang", timeout=20)
+    r = t.score(t.variant("hang", "vsml.py", hostile.PROTOCOL["hang"]), sandbox_name, "hang",
+                timeout=20)
     assert r.status == SEED_TIMEOUT, (r.status, r.reason)
+    assert "time limit" in r.reason
 
 
 @pytest.mark.parametrize("sandbox_name", SANDBOXES)
