@@ -56,6 +56,9 @@ class RunConfig:
     confirm_share: float = 0.5
     """Share of the time budget that confirmations may use; a confirmation that would go
     past it stops, not confirmed."""
+    confirm_screen: float = 1.0
+    """A raw lead is tested only beyond this many standard errors (from the noise floor) of
+    the paired difference; 0 tests any lead."""
     sealed_seeds: int | None = None
     """Fresh paired seeds of the final sealed test (confirmed best against the baseline);
     default: the noise seeds."""

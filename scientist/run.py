@@ -274,7 +274,7 @@ class Run:
         if sealed < 2:
             raise ScientistError(f"sealed_seeds must be at least 2, not {sealed}")
         d = Design(alpha=c.alpha, max_seeds=c.max_confirm_seeds, batch=scale.training_seeds,
-                   share=c.confirm_share, sealed_seeds=sealed)
+                   share=c.confirm_share, sealed_seeds=sealed, screen=c.confirm_screen)
         self.archive.set_meta(DESIGN_META, asdict(d))
         return d
 
@@ -465,6 +465,11 @@ class Run:
         assert best is not None
         note = (f"{v.name} beats the confirmed best {best.name} by {lead:+.4f} on the same seeds "
                 "(raw)")
+        margin = self.promotion.margin(v)
+        if lead <= margin:
+            self.progress.line(v.iteration, f"{note}, within the noise (≤ {margin:.4f}, "
+                                            f"{self.promotion.design.screen:g} s.e.): not tested")
+            return
         why = self._confirm_budget(v, best)
         if why is not None:
             self.archive.log("untested", f"{note}; not confirmed: {why}", v.id)

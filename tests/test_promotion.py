@@ -11,7 +11,7 @@ from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, NOT_CONFIRMED,
                                  UNCONFIRMED, Design, Promotion)
 from scientist.variant import DONE, RUNNING, SEED_CRASH, SEED_OK, Result, SeedResult
 
-DESIGN = Design(alpha=0.05, max_seeds=8, batch=2, first_look=4, sealed_seeds=4)
+DESIGN = Design(alpha=0.05, max_seeds=8, batch=2, first_look=4, sealed_seeds=4, screen=1.0)
 
 
 def result(values: dict[int, float], crash: int | None = None) -> Result:
@@ -48,6 +48,11 @@ def test_a_challenger_must_beat_the_confirmed_best_on_the_seeds_they_share(world
     assert a.get(v1).fitness > a.get(0).fitness and p.lead(a.get(v1)) is None
     assert p.lead(a.get(v2)) == pytest.approx(0.1)
     assert p.lead(a.get(0)) is None  # the best does not challenge itself
+    # is it past the noise? the baseline's sd over 4 seeds is 0.129; over 2 shared seeds one
+    # standard error of a paired difference is 0.129 sqrt(2 / 2)
+    assert p.margin(a.get(v2)) == pytest.approx(0.1291, abs=1e-4)
+    v3 = add(a, 0, {0: 1.2, 1: 1.4})
+    assert p.lead(a.get(v3)) == pytest.approx(0.2) and p.lead(a.get(v3)) > p.margin(a.get(v3))
 
 
 def test_attempts_spend_alpha_and_use_fresh_seeds_for_both(world):
