@@ -30,13 +30,15 @@ hands the results back, so that a scheduler can drive the same steps.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from scientist.archive import Archive
+from scientist.config import RunConfig
+from scientist.errors import ScientistError
+from scientist.seed import Scale
 from scientist.stats import Paired, attempt_level, detectable, look_level, looks, paired_t, spread
 from scientist.variant import CLEAN, DONE, Fitness, Result, Variant
 
@@ -82,8 +84,22 @@ class Design:
         """The level each look of the run's `attempt`-th confirmation is tested at."""
         return look_level(attempt_level(self.alpha, attempt), len(self.looks))
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+    @classmethod
+    def for_run(cls, config: RunConfig, scale: Scale, noise_seeds: int) -> Design:
+        """The design a run's settings ask for, checked (ScientistError names the setting)."""
+        c = config
+        if not 0 < c.alpha < 1:
+            raise ScientistError(f"alpha must be between 0 and 1, not {c.alpha}")
+        if c.max_confirm_seeds < 2:
+            raise ScientistError(f"max_confirm_seeds must be at least 2 (a paired t-test needs "
+                                 f"two pairs), not {c.max_confirm_seeds}")
+        if not 0 < c.confirm_share <= 1:
+            raise ScientistError(f"confirm_share must be in (0, 1], not {c.confirm_share}")
+        sealed = c.sealed_seeds or noise_seeds
+        if sealed < 2:
+            raise ScientistError(f"sealed_seeds must be at least 2, not {sealed}")
+        return cls(alpha=c.alpha, max_seeds=c.max_confirm_seeds, batch=scale.training_seeds,
+                   share=c.confirm_share, sealed_seeds=sealed, screen=c.confirm_screen)
 
     @classmethod
     def from_dict(cls, d: dict) -> Design:
@@ -101,6 +117,12 @@ class Noise:
     """Smallest true improvement a first attempt confirms with 80% probability, assuming
     the paired difference's standard deviation is sqrt(2) sd (nothing shared between two
     variants at a seed; what they share only makes the difference less noisy)."""
+
+    def describe(self, metric: str, design: Design) -> str:
+        return (f"noise floor: {metric} has sd {self.sd:.4f} between the baseline's {self.n} "
+                f"training seeds; the smallest improvement this run can confirm is about "
+                f"{self.detectable:.4f} (80% power at a first attempt with {design.max_seeds} "
+                "paired seeds)")
 
 
 @dataclass

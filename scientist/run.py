@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import random
@@ -32,6 +31,7 @@ from rich.console import Console
 
 from scientist.archive import Archive
 from scientist.config import RunConfig
+from scientist.confirmer import Confirmer
 from scientist.console import Progress, best_table, heartbeat
 from scientist.edits import apply_edits, unified_diff
 from scientist.errors import BudgetExceeded, EditError, FormatError, ProposalError, ScientistError
@@ -41,7 +41,7 @@ from scientist.integrity import label as label_integrity
 from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
 from scientist.notebook import Notebook
 from scientist.promotion import META as DESIGN_META
-from scientist.promotion import PROMOTED, Comparison, Design, Noise, Promotion
+from scientist.promotion import Design, Promotion
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.sandbox import Sandbox, sandbox_for
 from scientist.seed import MANIFEST, Scale, Seed, load_seed
@@ -162,7 +162,7 @@ class Run:
                                 self.config.time_budget else "") + ")")
             noise = promotion.noise()
             if noise is not None:
-                text += "\n  " + self._noise_text(noise)
+                text += "\n  " + noise.describe(self.seed.metric, self.promotion.design)
         if not self.seed.learner_command:
             text += ("\n  [bold red]warning:[/] this seed has no learner command: its evaluator "
                      "imports the variant's code into the process that writes the fitness, so a "
@@ -183,6 +183,10 @@ class Run:
         best = self.promotion.best()  # a resumed run keeps its confirmed best (and `best` branch)
         if best is not None:
             self.progress.best = self.archive.fitness(best)
+        self.confirmer = Confirmer(
+            self.promotion, self.archive, self.workspace, self.progress,
+            lambda v, seeds, eval_set: self._run_seeds(v, seeds, eval_set, quiet=True),
+            self._duration, self.config.time_budget, workers)
         self.console.print(self.banner(), highlight=False)
         if not self.proposer.uses_llm:
             self.console.print(f"  {self.proposer.describe()}", highlight=False)
@@ -202,7 +206,7 @@ class Run:
                 self._baseline()
                 unfinished = self.promotion.in_progress()
                 if unfinished is not None:  # interrupted in the middle of a confirmation
-                    self._confirm(unfinished)
+                    self.confirmer.confirm(unfinished)
                 for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
                     self.progress.line(v.iteration, f"{v.name} was in flight when the run "
                                                     "stopped; evaluating it again")
@@ -215,7 +219,7 @@ class Run:
                     self._finish("failed")
                     return 1
                 status = "stopped"
-            self._sealed_test()
+            self.confirmer.sealed_test()
             self._finish(status)
             return 0
         except KeyboardInterrupt:
@@ -239,7 +243,7 @@ class Run:
         self._evaluate(v, seeds=range(n))
         noise = self.promotion.noise()
         if noise is not None:
-            self.progress.line(0, self._noise_text(noise))
+            self.progress.line(0, noise.describe(self.seed.metric, self.promotion.design))
 
     def _noise_seeds(self) -> int:
         scale = self.seed.scale(self.config.scale)
@@ -250,31 +254,12 @@ class Run:
                                  "variant on those")
         return n
 
-    def _noise_text(self, noise: Noise) -> str:
-        d = self.promotion.design
-        return (f"noise floor: {self.seed.metric} has sd {noise.sd:.4f} between the baseline's "
-                f"{noise.n} training seeds; the smallest improvement this run can confirm is "
-                f"about {noise.detectable:.4f} (80% power at a first attempt with "
-                f"{d.max_seeds} paired seeds)")
-
     def _design(self, scale: Scale) -> Design:
         """The run's confirmation design: saved when the run starts, read back on resume."""
         saved = self.archive.get_meta(DESIGN_META)
         if isinstance(saved, dict):
             return Design.from_dict(saved)
-        c = self.config
-        if not 0 < c.alpha < 1:
-            raise ScientistError(f"alpha must be between 0 and 1, not {c.alpha}")
-        if c.max_confirm_seeds < 2:
-            raise ScientistError(f"max_confirm_seeds must be at least 2 (a paired t-test needs "
-                                 f"two pairs), not {c.max_confirm_seeds}")
-        if not 0 < c.confirm_share <= 1:
-            raise ScientistError(f"confirm_share must be in (0, 1], not {c.confirm_share}")
-        sealed = c.sealed_seeds or self._noise_seeds()
-        if sealed < 2:
-            raise ScientistError(f"sealed_seeds must be at least 2, not {sealed}")
-        d = Design(alpha=c.alpha, max_seeds=c.max_confirm_seeds, batch=scale.training_seeds,
-                   share=c.confirm_share, sealed_seeds=sealed, screen=c.confirm_screen)
+        d = Design.for_run(self.config, scale, self._noise_seeds())
         self.archive.set_meta(DESIGN_META, asdict(d))
         return d
 
@@ -437,7 +422,7 @@ class Run:
                 self.progress.best = fit
                 self.workspace.tag_best(v.commit)
         else:
-            self._challenge(self.archive.get(v.id))
+            self.confirmer.challenge(self.archive.get(v.id))
 
     def _run_seeds(self, v: Variant, seeds: Iterable[int] | None = None,
                    eval_set: str = "fitness", quiet: bool = False) -> Result:
@@ -454,88 +439,6 @@ class Run:
                        seeds, "sealed-" if eval_set == "sealed" else "") as done:
             return self.evaluator.evaluate(v.commit, folder, on_seed=seed_done, seeds=seeds,
                                            eval_set=eval_set)
-
-    # --- claims: confirmation on fresh paired seeds, and the sealed test ---------------------
-    def _challenge(self, v: Variant) -> None:
-        """If `v` beats the confirmed best on their shared seeds, try to confirm it."""
-        lead = self.promotion.lead(v)
-        if lead is None:
-            return
-        best = self.promotion.best()
-        assert best is not None
-        note = (f"{v.name} beats the confirmed best {best.name} by {lead:+.4f} on the same seeds "
-                "(raw)")
-        margin = self.promotion.margin(v)
-        if lead <= margin:
-            self.progress.line(v.iteration, f"{note}, within the noise (≤ {margin:.4f}, "
-                                            f"{self.promotion.design.screen:g} s.e.): not tested")
-            return
-        why = self._confirm_budget(v, best)
-        if why is not None:
-            self.archive.log("untested", f"{note}; not confirmed: {why}", v.id)
-            self.progress.line(v.iteration, f"{note}; [yellow]not tested[/]: {why}")
-            return
-        c = self.promotion.open(v)
-        self.progress.line(v.iteration, f"{note}: confirming on fresh paired seeds (attempt "
-                                        f"{c.attempt}, at most {self.promotion.design.max_seeds} "
-                                        f"seeds; a look passes at p ≤ {c.level:.3g})")
-        self._confirm(c)
-
-    def _confirm(self, c: Comparison) -> None:
-        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
-        while not c.decided:
-            seeds = self.promotion.next_seeds(c)
-            why = self._confirm_budget(a, b)
-            if why is not None:
-                c = self.promotion.stop(c, f"{why}, after {len(c.seeds)} fresh seeds")
-                break
-            start = time.monotonic()
-            ra = self._run_seeds(a, seeds, quiet=True)
-            rb = self._run_seeds(b, seeds, quiet=True)
-            c = self.promotion.record(c, ra, rb, time.monotonic() - start)
-            self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
-            t = c.test(self.seed.maximize)
-            se = f" ± {t.se:.4f}" if t.se is not None else ""
-            self.progress.line(a.iteration, f"{a.name} − {b.name} on fresh seeds "
-                                            f"{seeds[0]}–{seeds[-1]}: paired difference "
-                                            f"{t.mean:+.4f}{se} over {t.n} seeds, p = {t.p:.3g}")
-        if c.decision == PROMOTED:
-            self.workspace.tag_best(a.commit)
-            self.progress.best = self.archive.fitness(a)
-            self.progress.line(a.iteration, f"{a.name} [green]promoted: the confirmed best[/] — "
-                                            f"{c.reason}")
-        else:
-            self.progress.line(a.iteration, f"{a.name} [yellow]not confirmed[/] — {c.reason}")
-
-    def _confirm_budget(self, *variants: Variant) -> str | None:
-        """Why one more batch of a confirmation may not run (None: it may)."""
-        budget = self.config.time_budget
-        if budget is None:
-            return None
-        rounds = math.ceil(self.promotion.design.batch / max(1, self.evaluator.workers))
-        est = rounds * sum(self._duration(v) for v in variants)
-        share = self.promotion.design.share
-        if share is not None and self.promotion.seconds() + est > share * budget:
-            return f"the confirmation budget ({share:.0%} of the time budget) is used up"
-        if self.progress.elapsed + est > budget:
-            return "the time budget is reached"
-        return None
-
-    def _sealed_test(self) -> None:
-        """The confirmed best against the baseline on the sealed held-out set, once."""
-        if not self.promotion.sealed_due():
-            return
-        c = self.promotion.open_sealed()
-        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
-        seeds = self.promotion.next_seeds(c)
-        self.progress.line(None, f"sealed test: {a.name} against the baseline {b.name} on the "
-                                 f"seed's sealed held-out set, {len(seeds)} fresh paired seeds")
-        start = time.monotonic()
-        ra = self._run_seeds(a, seeds, "sealed", quiet=True)
-        rb = self._run_seeds(b, seeds, "sealed", quiet=True)
-        c = self.promotion.record(c, ra, rb, time.monotonic() - start)
-        self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
-        self.progress.line(None, f"sealed test: {a.name} {c.decision} against {b.name} — {c.reason}")
 
     def _finish(self, status: str) -> None:
         a = self.archive
