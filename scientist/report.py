@@ -126,7 +126,8 @@ def gather(run_dir: Path) -> dict[str, Any]:
         llm = _llm(archive, config)
         baseline = next((v for v in variants if v.parent_id is None), None)
         metric = meta["metric"] or (baseline.result.metric if baseline and baseline.result else "")
-        claims = _claims(promotion, variants, events, top[0] if top else None)
+        claims = _claims(promotion, variants, events, top[0] if top else None,
+                         config.get("time_budget"))
     finally:
         archive.close()
     return {
@@ -270,7 +271,7 @@ def _view(v: Variant, labels: dict[int, str] | None = None,
 
 
 def _claims(promotion: Promotion, variants: list[Variant], events: list[dict[str, Any]],
-            raw_top: Variant | None) -> dict[str, Any]:
+            raw_top: Variant | None, budget: float | None) -> dict[str, Any]:
     """What the run may claim: its design, noise floor, every confirmation, the sealed test,
     and what confirming cost."""
     d, maximize = promotion.design, promotion.maximize
@@ -295,7 +296,9 @@ def _claims(promotion: Promotion, variants: list[Variant], events: list[dict[str
     return {
         "alpha": Tex(f"${d.alpha:g}$"), "max_seeds": d.max_seeds, "batch": d.batch,
         "looks": ", ".join(str(n) for n in d.looks), "n_looks": len(d.looks),
-        "first_level": Tex(f"${num(d.level(1))}$"), "share": f"{d.share:.0%}" if d.share else "none",
+        "first_level": Tex(f"${num(d.level(1))}$"), "screen": f"{d.screen:g}",
+        "share": (f"confirmations may use {d.share:.0%} of the time budget" if d.share and budget
+                  else "no time budget"),
         "noise": None if noise is None else {"sd": Tex(f"${num(noise.sd)}$"), "n": noise.n,
                                              "detectable": Tex(f"${num(noise.detectable)}$")},
         "rows": rows, "promotions": promotions,
