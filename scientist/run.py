@@ -180,9 +180,10 @@ class Run:
         self.progress = Progress(self.console, self.config.iterations or 0,
                                  self.archive.get_meta("elapsed_seconds", 0.0))
         self.promotion = Promotion(self.archive, self._design(scale))
-        best = self.promotion.best()  # a resumed run keeps its confirmed best (and `best` branch)
-        if best is not None:
+        best = self.promotion.best()  # a resumed run keeps its confirmed best
+        if best is not None:  # (a run from before confirmations may have tagged a raw one)
             self.progress.best = self.archive.fitness(best)
+            self.workspace.tag_best(best.commit)
         self.confirmer = Confirmer(
             self.promotion, self.archive, self.workspace, self.progress,
             lambda v, seeds, eval_set: self._run_seeds(v, seeds, eval_set, quiet=True),
