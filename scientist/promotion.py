@@ -4,8 +4,9 @@ Selection explores with raw means over a few training seeds; the maximum of many
 means is mostly luck (the winner's curse). So a claim takes three steps:
 
 1. **Raw lead.** A variant whose mean beats the *confirmed* best's on the seeds both were
-   trained on (paired: same training-seed indices, same evaluation streams) is a
-   challenger. Nothing else changes yet: it is called `raw`.
+   trained on (paired: same training-seed indices, same evaluation streams), by more than
+   `screen` standard errors of the noise floor, is a challenger. Nothing else changes
+   yet: it is called `raw`.
 2. **Confirmation.** The challenger and the confirmed best (the incumbent) are both
    trained and scored again on *fresh* seed indices, a batch at a time, and the paired
    t-test on their differences decides (`scientist.stats`: looks after each batch from
@@ -13,8 +14,8 @@ means is mostly luck (the winner's curse). So a claim takes three steps:
    alpha / (j (j + 1))). Fresh seeds, because the seeds that made the challenger look
    good are the ones that selected it; testing on them would test the selection. It ends
    `promoted` (only then does it become the best), or `not confirmed`: at a futility stop
-   (the mean difference is not positive after a batch), at `max_seeds` pairs, when a seed
-   fails, or when the confirmation budget (a share of the run's time) is used up.
+   (the mean difference is not an improvement after a batch), at `max_seeds` pairs, when
+   a seed fails, or when the confirmation budget (a share of the run's time) is used up.
 3. **The sealed test.** At the end, the confirmed best and the baseline are trained on
    fresh seeds once more and scored on the seed's sealed held-out set, with one paired
    t-test at the run's alpha: the improvement the report states, with its interval.
@@ -71,10 +72,10 @@ class Design:
     """Paired seeds of the final sealed test (confirmed best against the baseline)."""
     screen: float = 1.0
     """A raw lead starts a confirmation only beyond this many standard errors of the paired
-    difference, from the noise floor (sd sqrt(2 / n)); 0: any lead. At 1, a variant with no
-    effect is tested about a sixth of the time instead of half, which cut the confirmation
-    cost of a 10-iteration run on the noisy test seed threefold (bench/claims.py) and leaves
-    alpha for real leads; a lead too small to clear it is too small to confirm anyway."""
+    difference, from the noise floor (sd sqrt(2 / n)); 0: any lead. At 1, on the noisy test
+    seed a variant with no effect was tested 1 time in 7 instead of 2 in 5, which cut the
+    confirmation cost of a 10-iteration run threefold (bench/claims.py) and leaves alpha for
+    real leads; a lead too small to clear it is too small to confirm anyway."""
 
     @property
     def looks(self) -> tuple[int, ...]:
