@@ -41,7 +41,7 @@ from scientist.config import RunConfig
 from scientist.errors import ScientistError
 from scientist.seed import Scale
 from scientist.stats import Paired, attempt_level, detectable, look_level, looks, paired_t, spread
-from scientist.variant import CLEAN, DONE, Fitness, Result, Variant
+from scientist.variant import CLEAN, DONE, PENDING, RUNNING, Fitness, Result, Variant
 
 CONFIRM, SEALED = "confirm", "sealed"
 PROMOTED, NOT_CONFIRMED = "promoted", "not confirmed"  # decisions of a confirmation
@@ -374,8 +374,10 @@ class Promotion:
     def claim(self, metric: str) -> str:
         """What the run may claim, in one sentence."""
         best, base = self.best(), self.baseline()
+        if base is not None and base.status in (PENDING, RUNNING):
+            return "No claim yet: the baseline has not been evaluated."
         if best is None or base is None:
-            return "no claim: the baseline was not evaluated successfully"
+            return "No claim: the baseline was not evaluated successfully."
         cs = self.comparisons()
         untested = sum(e["kind"] == "untested" for e in self.archive.events())
         extra = sum(c.evaluations for c in cs)

@@ -161,7 +161,9 @@ def test_a_failed_baseline_leaves_nothing_to_claim(archive):
     add(archive, None, {0: 1.0, 1: 1.0, 2: 1.0})
     archive.update(0, status="failed", fitness=None)
     p = Promotion(archive, DESIGN)
-    assert p.best() is None and p.noise() is None and "no claim" in p.claim("m")
+    assert p.best() is None and p.noise() is None and p.claim("m").startswith("No claim:")
+    archive.update(0, status=RUNNING)  # interrupted while the baseline was evaluated
+    assert p.claim("m") == "No claim yet: the baseline has not been evaluated."
 
 
 def test_the_design_is_read_back_from_the_archive(archive):
