@@ -6,8 +6,10 @@ second each, in this process a few milliseconds. Everything else (the loop, the 
 exports and pristine files, the archive, the promotion) is the real thing.
 
 It confines nothing and must only run trusted fixture seeds: the framework never offers
-it (it lives in tests/, and no `--sandbox` name reaches it). Steps run one at a time,
-since the working directory, `sys.argv` and the environment belong to the whole process.
+it (it lives in tests/, and no `--sandbox` name reaches it). The working directory,
+`sys.argv` and the environment belong to the whole process, so use it with one worker
+(`RunConfig(workers=1)`): its own steps hold a lock, but another evaluator thread reading
+`os.environ` (GitPython does, to export the next seed) would see it change under it.
 """
 
 from __future__ import annotations

@@ -52,10 +52,10 @@ def noisy(tmp_path: Path) -> ToySeed:
 def new_run(seed: ToySeed, runs_dir: Path, i: int, secret: int | None = None,
             sandbox: object = None, **settings: object) -> Run:
     """Run `i` on `seed` (not started): 10 iterations, rng seed i, secret evaluation seed
-    1000 + i, the in-process sandbox."""
+    1000 + i, the in-process sandbox (one seed at a time)."""
     cfg = RunConfig(**{"seed": str(seed.path), "scale": "test", "runs_dir": str(runs_dir),
                        "run_id": f"r{i}", "report": False, "iterations": 10, "rng_seed": i,
-                       **settings})
+                       "workers": 1, **settings})  # one worker: see tests/inline.py
     run = Run.create(cfg, make_console()[0])
     (run.dir / "secret.json").write_text(json.dumps({"eval_seed": 1000 + i if secret is None
                                                      else secret}))
