@@ -17,16 +17,18 @@ import numpy as np
 # small PointGoal tasks registered below.
 CLASSIC = ["CartPole-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0", "Pendulum-v1"]
 MUJOCO = ["Ant-v5", "HalfCheetah-v5", "Reacher-v5", "InvertedPendulum-v5", "Hopper-v5"]
-POINT_GOAL = [f"PointGoal{k}-v0" for k in range(8)] + ["PointGoal3D-v0"]
+POINT_GOAL = [f"PointGoal{k}-v0" for k in range(8)] + ["PointGoal3D-v0", "PointGoal4D-v0"]
 
 
 class PointGoal(gym.Env):
     """A point in [-1, 1]^n must reach a goal it cannot see, guided by the reward -|x - goal| alone.
 
     The goal sits at radius 0.8, in the plane at the given angle (PointGoal0-7) or along a given
-    direction (PointGoal3D: the diagonal (1, -1, 1) of the cube, a third dimension and a goal off
-    every axis); episodes last 25 steps. A cheap task with short episodes whose solution has to be
-    found from rewards, one goal per registered id.
+    direction (PointGoal3D/4D: by default the diagonal (1, -1, 1(, -1)) of the cube, a new
+    dimensionality and a goal off every axis); episodes last 25 steps. A cheap task with short
+    episodes whose solution has to be found from rewards. Each registered id has a default goal;
+    `gym.make(id, direction=d)` puts it elsewhere: the meta-test (evaluate.py) draws a secret goal
+    per lane, so no goal is a constant a policy could walk to without learning from rewards.
     """
 
     def __init__(self, angle: float = 0.0, direction=None):
@@ -49,17 +51,17 @@ class PointGoal(gym.Env):
 for _k, _id in enumerate(POINT_GOAL[:8]):
     if _id not in gym.registry:
         gym.register(_id, entry_point=PointGoal, kwargs={"angle": 2 * np.pi * _k / 8}, max_episode_steps=25)
-if "PointGoal3D-v0" not in gym.registry:
-    gym.register("PointGoal3D-v0", entry_point=PointGoal, kwargs={"direction": (1.0, -1.0, 1.0)},
-                 max_episode_steps=25)
+for _id, _d in (("PointGoal3D-v0", (1.0, -1.0, 1.0)), ("PointGoal4D-v0", (1.0, -1.0, 1.0, -1.0))):
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=PointGoal, kwargs={"direction": _d}, max_episode_steps=25)
 
 
 class Env:
     """One gymnasium environment behind the continuous-action interface."""
 
-    def __init__(self, env_id: str, seed: int):
+    def __init__(self, env_id: str, seed: int, **kwargs):
         self.id = env_id
-        self.env = gym.make(env_id)
+        self.env = gym.make(env_id, **kwargs)  # kwargs: e.g. a PointGoal's direction
         space = self.env.observation_space
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             raise ValueError(f"{env_id}: only flat Box observations are supported, not {space}")
@@ -96,8 +98,14 @@ class Lanes:
     observation, which is a fresh episode's first observation when the episode ended.
     """
 
-    def __init__(self, env_id: str, n: int, seed: int):
-        self.envs = [Env(env_id, seed + i) for i in range(n)]
+    def __init__(self, env_id: str, n: int, seed, env_kwargs=None):
+        """seed: an int (lane i is seeded seed + i) or one seed per lane; env_kwargs: None or one
+        dict of gym.make keyword arguments per lane (the meta-test's per-lane goals)."""
+        seeds = [seed + i for i in range(n)] if np.ndim(seed) == 0 else [int(s) for s in seed]
+        kwargs = env_kwargs if env_kwargs is not None else [{}] * n
+        if len(seeds) != n or len(kwargs) != n:
+            raise ValueError(f"{n} lanes need {n} seeds and env_kwargs, not {len(seeds)} and {len(kwargs)}")
+        self.envs = [Env(env_id, s, **k) for s, k in zip(seeds, kwargs)]
         self.obs_dim, self.act_dim = self.envs[0].obs_dim, self.envs[0].act_dim
         self.obs = np.stack([e.reset() for e in self.envs])  # (n, obs_dim)
         self.ep_return = np.zeros(n)

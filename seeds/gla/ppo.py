@@ -101,8 +101,9 @@ class ActorCritic(nn.Module):
         return torch.distributions.Normal(self.mean(x), self.log_std.exp().expand(x.shape[0], -1))
 
 
-def run_ppo(env_id, total_steps, seed, cfg=None, record=False, log=None):
-    """Train PPO for about total_steps environment steps (whole iterations).
+def run_ppo(env_id, total_steps, seed, cfg=None, record=False, log=None, env_kwargs=None):
+    """Train PPO for about total_steps environment steps (whole iterations); env_kwargs (a dict of
+    gym.make arguments, e.g. the meta-test lane's goal) applies to every PPO lane.
 
     Returns dict(episodes=[(lane, start, end, return, complete)], iter_return=[mean return of the
     episodes finished in each iteration], and with record=True the history arrays, each shaped
@@ -110,7 +111,7 @@ def run_ppo(env_id, total_steps, seed, cfg=None, record=False, log=None):
     """
     cfg = cfg or PPOConfig()
     torch.manual_seed(seed)
-    lanes = Lanes(env_id, cfg.n_envs, seed)
+    lanes = Lanes(env_id, cfg.n_envs, seed, None if env_kwargs is None else [env_kwargs] * cfg.n_envs)
     net = ActorCritic(lanes.obs_dim, lanes.act_dim, cfg.hidden)
     opt = Adam(net.parameters(), lr=cfg.lr, eps=1e-5)
     obs_rms, ret_rms = RunningMeanStd(lanes.obs_dim), RunningMeanStd(())
