@@ -214,15 +214,21 @@ class Promotion:
         return out
 
     def noise(self) -> Noise | None:
+        floor = self._floor()
+        if floor is None:
+            return None
+        sd, n = floor
+        return Noise(sd, n, detectable(math.sqrt(2) * sd, self.design.level(1),
+                                       self.design.max_seeds))
+
+    def _floor(self) -> tuple[float, int] | None:
+        """The baseline's sd between seeds and their number (what `noise` is without the
+        detectable improvement, which takes a root search)."""
         base = self.baseline()
         if base is None or base.result is None or base.status != DONE:
             return None
         sd = spread(base.result.values)
-        if sd is None:
-            return None
-        first = self.design.level(1)
-        return Noise(sd, len(base.result.values),
-                     detectable(math.sqrt(2) * sd, first, self.design.max_seeds))
+        return None if sd is None else (sd, len(base.result.values))
 
     def in_progress(self) -> Comparison | None:
         return next((c for c in self.comparisons() if not c.decided), None)
@@ -253,11 +259,11 @@ class Promotion:
         """How far a raw lead must go to be tested: `screen` standard errors of a paired
         difference over the seeds `v` shares with the confirmed best (noise floor sd
         sqrt(2 / n)); 0 without a noise floor."""
-        noise, best = self.noise(), self.best()
-        if noise is None or best is None or self.design.screen <= 0:
+        floor, best = self._floor(), self.best()
+        if floor is None or best is None or self.design.screen <= 0:
             return 0.0
         n = len(set(_by_seed(v)) & set(_by_seed(best))) or max(1, v.fitness_n)
-        return self.design.screen * noise.sd * math.sqrt(2 / n)
+        return self.design.screen * floor[0] * math.sqrt(2 / n)
 
     def open(self, v: Variant) -> Comparison:
         """Start the run's next confirmation: `v` against the confirmed best."""
@@ -414,7 +420,7 @@ class Promotion:
         best's place (FME's top bucket; greedy's ties go to the older, confirmed one); an
         untested lead far outside the noise still counts, reduced."""
         best = self.best()
-        noise = self.noise()
+        floor = self._floor()
         keys = {}
         for v in self.archive.candidates():
             keys[v.id] = Fitness(v.fitness, self.maximize).key
@@ -429,8 +435,8 @@ class Promotion:
                 keys[v.id] = top
                 continue
             nv = max(1, v.fitness_n)
-            if noise is not None:
-                se = noise.sd * math.sqrt(1 / nv + 1 / nb)
+            if floor is not None:
+                se = floor[0] * math.sqrt(1 / nv + 1 / nb)
             else:
                 se = math.hypot(v.fitness_stderr or 0.0, best.fitness_stderr or 0.0)
             keys[v.id] = top + max(0.0, keys[v.id] - top - LEAD_SE * se)

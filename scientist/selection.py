@@ -74,9 +74,10 @@ class FitnessMonotonic:
         return [sorted(p, key=lambda v: used[v.id], reverse=True)[: self.capacity]
                 for p in pools]
 
-    def probabilities(self, archive: Archive) -> list[float]:
+    def probabilities(self, archive: Archive,
+                      pools: list[list[Variant]] | None = None) -> list[float]:
         """Probability of each bucket (0 for empty ones)."""
-        pools = self.pools(archive)
+        pools = self.pools(archive) if pools is None else pools
         m = max(self.buckets - 1, 1)
         logits = [b / m / max(self.temperature, 1e-9) if p else -math.inf
                   for b, p in enumerate(pools)]
@@ -87,7 +88,7 @@ class FitnessMonotonic:
 
     def select(self, archive: Archive, rng: random.Random) -> Variant:
         pools = self.pools(archive)
-        probs = self.probabilities(archive)
+        probs = self.probabilities(archive, pools)
         b = rng.choices(range(len(pools)), weights=probs)[0]
         return rng.choice(pools[b])
 
