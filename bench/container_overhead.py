@@ -1,14 +1,18 @@
-"""Per-step cost of a sandbox: a trivial step from start to removal, Docker next to local.
+"""Per-step cost of a sandbox: a trivial step from start to removal, for the local sandbox
+(bubblewrap and a cgroup), the unconfined process sandbox and Docker.
 
 Each repetition runs the same trivial step (`python -c pass` with the sandbox's own
 interpreter) through `Sandbox.run`, which for the Docker sandbox covers creating the
 container, starting it, waiting for it, reading its state and removing it; for the local
-sandbox, starting the process, supervising it and killing what it left. Wall time of the
+sandbox, making the step's cgroup, starting bubblewrap, waiting for it and removing the
+cgroup; for the process sandbox, starting the process, supervising it and killing what
+it left. Wall time of the
 whole call is the overhead a variant pays per step (a variant is 2 steps per training
 seed). A step that prints nothing and exits at once measures only the sandbox.
 
     python bench/container_overhead.py            # 20 steps each
     python bench/container_overhead.py -n 50 --only docker
+    python bench/container_overhead.py --only local --only process
 
 Needs a Docker daemon and a current image (`scientist sandbox build`) for the Docker
 rows. Prints numbers; asserts nothing.
@@ -23,6 +27,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from scientist.process_sandbox import ProcessSandbox
 from scientist.sandbox import LocalSandbox, Step, format_command
 
 
@@ -71,12 +76,15 @@ def measure(sandbox, n: int, folder: Path) -> list[float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-n", type=int, default=20, help="steps per sandbox")
-    p.add_argument("--only", choices=["local", "docker"])
+    p.add_argument("--only", choices=["local", "process", "docker"], action="append")
     a = p.parse_args()
+    only = set(a.only or ["local", "process", "docker"])
     boxes = []
-    if a.only != "docker":
+    if "local" in only:
         boxes.append(LocalSandbox(label="bench"))
-    if a.only != "local":
+    if "process" in only:
+        boxes.append(ProcessSandbox(label="bench"))
+    if "docker" in only:
         from scientist.docker_sandbox import DockerSandbox
 
         boxes.append(DockerSandbox(label="bench-container-overhead"))

@@ -23,7 +23,8 @@ from scientist.llm import short_count
 from scientist.notebook import measured_delta
 from scientist.promotion import NOT_CONFIRMED, PROMOTED, Promotion
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
-from scientist.sandbox import check_config
+from scientist.redaction import redact
+from scientist.sandbox import UNCONFINED, UNCONFINED_WARNING, check_config
 from scientist.variant import Variant
 
 console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
@@ -63,8 +64,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--temperature", type=float, help="LLM sampling temperature (default 0.7)")
     r.add_argument("--max-repairs", type=int,
                    help="repair attempts in a row for a variant that crashed or timed out (default 2)")
-    r.add_argument("--sandbox", choices=["local", "docker"],
-                   help="where variants run: local subprocesses (default) or docker containers")
+    r.add_argument("--sandbox", choices=["local", "docker", "process"],
+                   help="where variants run: local (default; bubblewrap: namespaces, read-only "
+                        "code, no network), docker (a container per step), or process "
+                        "(unconfined subprocesses; only where bubblewrap cannot run)")
     r.add_argument("--gpus", help="docker sandbox: GPU ids for the steps, e.g. 0,1 (default: CPU)")
     r.add_argument("--gpus-per-step", type=int,
                    help="docker sandbox: GPUs per running step (default 1)")
@@ -163,13 +166,13 @@ def status_of(run_dir: Path, arch: Archive) -> str:
 
 
 def _execute(run: Run) -> int:
-    with locked(run.dir):
-        try:
-            return run.execute()
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            run.close()
+    """Run the loop; the caller holds the run's lock."""
+    try:
+        return run.execute()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        run.close()
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -183,14 +186,17 @@ def cmd_run(a: argparse.Namespace) -> int:
         "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens", "gpus",
         "gpus_per_step", "alpha", "noise_seeds", "max_confirm_seeds")})
     check_config(cfg)  # before the run folder exists: say now what is missing
-    return _execute(Run.create(cfg, console))
+    run = Run.create(cfg, console)
+    with locked(run.dir):
+        return _execute(run)
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
     run_dir = resolve_run(a.run, a.runs_dir)
     overrides = {k: getattr(a, k) for k in ("iterations", "time_budget", "approve", "max_cost",
                                              "max_tokens", "api_base")}
-    return _execute(Run.open(run_dir, console, **overrides))
+    with locked(run_dir):  # before Run.open writes config.json: one writer at a time
+        return _execute(Run.open(run_dir, console, **overrides))
 
 
 def runs_dir(arg: str | None) -> Path:
@@ -283,6 +289,8 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
     console.print(f"[bold]{run_dir.name}[/]: {arch.get_meta('seed_title', '')} — status "
                   f"{status_of(run_dir, arch)}, {hms(arch.get_meta('elapsed_seconds', 0.0))} elapsed, "
                   f"proposer: {arch.get_meta('proposer_description', '?')}")
+    if arch.get_meta("sandbox") in UNCONFINED:
+        console.print(f"[bold red]warning:[/] {UNCONFINED_WARNING}")
     total = arch.llm_usage()
     if total.calls or arch.llm_errors():
         console.print(f"LLM: {total} ({total.prompt_tokens:,} prompt + {total.completion_tokens:,} "
@@ -365,7 +373,7 @@ def _show_variant(run_dir: Path, arch: Archive, v: Variant, logs: bool) -> int:
         if logs:
             for f in sorted(folder.glob("*.out")) + sorted(folder.glob("*.err")):
                 console.print(f"[dim]── {f} ──[/]")
-                console.print(f.read_text(errors="replace"), markup=False)
+                console.print(redact(f.read_text(errors="replace")), markup=False)
         elif s.stderr_tail.strip() and not s.ok:
             console.print(f"[dim]stderr (tail; --logs for all, in {folder}):[/]")
             console.print(s.stderr_tail, markup=False)

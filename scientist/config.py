@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from scientist.errors import ScientistError
+from scientist.resources import RUNS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RUNS_DIR = ROOT / "runs"
+DEFAULT_RUNS_DIR = RUNS
 
 
 @dataclass
@@ -99,8 +99,10 @@ class RunConfig:
     notebook_tokens: int = 3000
     """Token budget of the lab notebook in the prompt; older entries are summarised."""
     sandbox: str = "local"
-    """Where variants run: `local` (subprocesses with time and memory limits) or `docker`
-    (a fresh locked-down container per step; build its image with `scientist sandbox build`)."""
+    """Where variants run: `local` (bubblewrap: own namespaces, no network, read-only code and
+    Python, only its output folder writable; cgroup memory limits), `docker` (a fresh
+    locked-down container per step; build its image with `scientist sandbox build`), or
+    `process` (unconfined subprocesses, only where bubblewrap cannot run: said loudly)."""
     approve: bool = False
     """Ask a human in the terminal before each variant runs."""
     workers: int | None = None
@@ -118,6 +120,21 @@ class RunConfig:
     gpus_per_step: int = 1
     """Docker sandbox: GPUs each running step gets; the `gpus` list is split into groups of
     this size, one group per concurrently running step."""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Values in range, said before anything is paid for (the baseline, an LLM call)."""
+        for name, low, high, inclusive in RANGES:
+            value = getattr(self, name)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            bad = value < low if inclusive else value <= low
+            if bad or (high is not None and value > high):
+                where = f">= {low}" if inclusive else f"> {low}"
+                where += f" and <= {high}" if high is not None else ""
+                raise ScientistError(f"setting {name!r} must be {where}, not {value!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -144,6 +161,16 @@ class RunConfig:
 
 
 TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+# (setting, lowest, highest or None, whether the lowest is allowed)
+RANGES = (("iterations", 0, None, True), ("time_budget", 0, None, False),
+          ("fme_buckets", 1, None, True), ("fme_temperature", 0, None, False),
+          ("fme_capacity", 1, None, True), ("temperature", 0, 2, True),
+          ("max_output_tokens", 1, None, True), ("llm_timeout", 0, None, False),
+          ("llm_retries", 0, None, True), ("llm_backoff", 0, None, True),
+          ("max_cost", 0, None, True), ("max_tokens", 0, None, True), ("price_in", 0, None, True),
+          ("price_out", 0, None, True), ("format_retries", 0, None, True),
+          ("max_repairs", 0, None, True), ("notebook_tokens", 1, None, True),
+          ("workers", 1, None, True), ("gpus_per_step", 1, None, True))
 
 
 def _check_type(name: str, annotation: str, value: Any, source: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from scientist.redaction import redact
 from scientist.variant import Fitness, SeedResult, Variant
 
 
@@ -64,7 +65,7 @@ def last_line(path: Path, n: int = 4096) -> str:
             lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return shorten(lines[-1], 90) if lines else ""
+    return shorten(redact(lines[-1]), 90) if lines else ""  # a running step's log: not yet redacted
 
 
 @contextmanager

@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from scientist.errors import ScientistError
+from scientist.errors import SandboxError, ScientistError
 from scientist.image import CONTAINER_UID, LATEST, client, status
 from scientist.sandbox import TERM_GRACE_SECONDS, Step, StepOutcome, clean_env
 
@@ -144,6 +144,7 @@ class DockerSandbox:
     # --- one step ---------------------------------------------------------------------
     def run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
         import docker.errors
+        import requests
 
         group = self.gpus.acquire() if self.gpus else None  # waiting for GPUs is not the step's time
         start = time.monotonic()
@@ -161,9 +162,9 @@ class DockerSandbox:
             container = self._create(step, uid, gid, group)
             container.start()
             return self._watch(container, step, start, cancel)
-        except docker.errors.DockerException as e:
-            return StepOutcome("crash", None, time.monotonic() - start, 0.0,
-                               f"{step.kind} could not run in Docker: {_first_line(e)}")
+        except (docker.errors.DockerException, requests.exceptions.ConnectionError) as e:
+            # the daemon is gone, the image missing, a mount refused: not the variant's fault
+            raise SandboxError(f"Docker could not run the {step.kind} step: {_first_line(e)}") from None
         finally:
             if container is not None:
                 try:
@@ -233,7 +234,8 @@ class DockerSandbox:
             try:
                 c.wait(timeout=min(wait, left + 0.05))
                 break
-            except requests.exceptions.RequestException:  # still running
+            except requests.exceptions.RequestException:  # still running, or the daemon gone
+                self._ping()
                 peak = max(peak, peak_memory_mb(c.id))
                 wait = min(WAIT_SECONDS, 2 * wait)  # short steps still get a reading
         peak = max(peak, peak_memory_mb(c.id))
@@ -260,6 +262,14 @@ class DockerSandbox:
         if rc and rc > 128:
             why = f"killed by signal {_signal_name(rc - 128)}"
         return StepOutcome("crash", rc, elapsed, peak, f"{step.kind} failed: {why}")
+
+    def _ping(self) -> None:
+        """SandboxError if the daemon no longer answers (a wait that timed out looks the
+        same as one whose daemon went away)."""
+        try:
+            self.docker.ping()
+        except Exception as e:
+            raise SandboxError(f"the Docker daemon stopped answering: {_first_line(e)}") from None
 
     @staticmethod
     def _append_container_log(c, step: Step) -> None:

@@ -1,7 +1,8 @@
 """Doctor: what this machine has for running `scientist`, one line per capability.
 
-Docker daemon, the sandbox image (present and current), GPUs visible to Docker (the
-NVIDIA runtime), a TeX engine for the report, and the configured LLM. Each check says
+The local sandbox (bubblewrap, and where the kernel accounts a step: cgroup v2, v1 or
+none), the Docker daemon, the sandbox image (present and current), GPUs visible to Docker
+(the NVIDIA runtime), a TeX engine for the report, and the configured LLM. Each check says
 what is missing and how to get it; none of them changes anything.
 """
 
@@ -22,7 +23,7 @@ class Check:
 
 
 def checks(config: object | None = None) -> list[Check]:
-    out = []
+    out = _local()
     docker_client = None
     try:
         from scientist.image import client
@@ -45,6 +46,27 @@ def checks(config: object | None = None) -> list[Check]:
         out.append(Check("GPUs for Docker", MISSING, "needs the Docker daemon"))
     out.append(_tex())
     out.append(_llm(config))
+    return out
+
+
+def _local() -> list[Check]:
+    """bubblewrap (the default sandbox needs it) and the cgroup its steps would get."""
+    from scientist import cgroup, confinement
+    from scientist.errors import SandboxError
+
+    try:
+        out = [Check("local sandbox", OK, f"bubblewrap {confinement.check()} makes the namespaces")]
+    except SandboxError as e:
+        out = [Check("local sandbox", MISSING, str(e))]
+    groups = cgroup.detect()
+    if groups is None:
+        out.append(Check("step cgroups", INFO, "none writable: a step's memory is sampled once a "
+                                               "second and its processes are not limited "
+                                               "(README, The local sandbox)"))
+    else:
+        out.append(Check("step cgroups", OK, f"cgroup v{groups.version} under {groups.memory_parent}"
+                                             + ("" if groups.version == 2 or groups.pids_parent
+                                                else " (no pids controller: no process limit)")))
     return out
 
 

@@ -17,23 +17,38 @@ seed's train command (its results go to the `out` folder). Then score it:
 
 Any metrics file the training step may have planted is deleted first; the fitness is read
 only from the metrics file the pristine evaluator wrote, with the harness's verdict on the
-learner (ok, violated, crash, timeout) when there is one.
+learner (ok, violated, crash, timeout) when there is one. The pristine files are checked
+against the hashes recorded when the run was made before they are used.
+
+Everything that leaves a step passes `Redactor` here, before anything else sees it: its
+stdout and stderr files (rewritten in place as soon as the step ends), the tails, reasons
+and messages of the `SeedResult`.
+
+A failure of the sandbox itself (bubblewrap, Docker, a full disk: `SandboxError`) is not
+the variant's: the training seed is run again after a pause, up to `infra_retries` times,
+and then the error goes up to the run, which stops without recording the variant as failed.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from scientist.harness.judge import (EVAL_SEED_ENV, EVAL_SET_ENV, HARNESS_KEY, LEARNER_EXITED,
                                      SOCKET_ENV)
+from scientist.errors import SandboxError, ScientistError
+from scientist.redaction import Redactor
 from scientist.sandbox import POLL_SECONDS, Sandbox, Step, StepOutcome, format_command
 from scientist.seed import Scale, Seed
 from scientist.variant import SEED_NO_METRICS, SEED_OK, SEED_VIOLATED, Result, SeedResult
@@ -42,6 +57,7 @@ from scientist.workspace import Workspace
 SOCKET_NAME = "learner.sock"
 
 TAIL_CHARS = 3000
+DISK_FULL_BYTES = 16 * 2**20  # a step that crashed with less than this free: the disk is full
 
 
 def tail(path: Path, n: int = TAIL_CHARS) -> str:
@@ -65,6 +81,10 @@ class Evaluator:
     workers: int = 1
     threads: int = 1
     eval_seed: int | None = None  # the run's secret seed of the evaluation streams (judge only)
+    pristine_sha256: dict[str, str] | None = None  # protected file -> its hash at run creation
+    redactor: Redactor = field(default_factory=Redactor.from_environment)
+    infra_retries: int = 2  # runs again of a training seed whose sandbox failed
+    infra_wait: float = 10.0  # seconds before the first of them (doubling)
 
     def evaluate(self, commit: str, folder: Path,
                  on_seed: Callable[[SeedResult], None] | None = None,
@@ -72,12 +92,20 @@ class Evaluator:
         """Run the training seeds `seeds` (default: the scale's first `training_seeds`) of
         the variant at `commit`, scored on `eval_set` (`fitness`, or `sealed`: the held-out
         set); outputs go into `folder` (`seed-S`, or `sealed-seed-S`)."""
-        pristine = self.workspace.read(self.pristine_commit, self.seed.protected)
+        pristine = self.pristine()
         seeds = range(self.scale.training_seeds) if seeds is None else list(seeds)
         prefix = "" if eval_set == "fitness" else f"{eval_set}-"
 
         def one(s: int) -> SeedResult:
-            r = self._one_seed(commit, s, folder / f"{prefix}seed-{s}", pristine, eval_set)
+            for attempt in range(self.infra_retries + 1):
+                try:
+                    r = self._one_seed(commit, s, folder / f"{prefix}seed-{s}", pristine, eval_set)
+                    break
+                except SandboxError:
+                    if attempt == self.infra_retries:
+                        raise
+                    time.sleep(self.infra_wait * 2**attempt)
+            r = self.redactor.dataclass(r)
             if on_seed:
                 on_seed(r)
             return r
@@ -98,8 +126,41 @@ class Evaluator:
                     raise
         return Result(results, self.seed.metric)
 
-    def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, str],
+    def pristine(self) -> dict[str, bytes]:
+        """The protected files of the baseline commit, checked against their recorded hashes
+        (a repository changed behind the run's back stops it)."""
+        files = self.workspace.read_bytes(self.pristine_commit, self.seed.protected)
+        if self.pristine_sha256 is not None:
+            now = {p: hashlib.sha256(b).hexdigest() for p, b in files.items()}
+            if now != self.pristine_sha256:
+                changed = sorted(set(now.items()) ^ set(self.pristine_sha256.items()))
+                raise ScientistError(
+                    "the pristine evaluator in the run's repository is not the one recorded when "
+                    f"the run was made ({', '.join(sorted({p for p, _ in changed}))} changed); "
+                    "the run folder was modified: this run's results cannot be trusted")
+        return files
+
+    def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, bytes],
                   eval_set: str = "fitness") -> SeedResult:
+        try:
+            return self._train_and_score(commit, s, d, pristine, eval_set)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SandboxError(f"the disk is full ({e}); free space and resume the run") from None
+            raise
+
+    def _run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
+        """One step in the sandbox; what it wrote to stdout and stderr is redacted at once.
+        A crash with the disk full is the disk's fault, not the step's."""
+        outcome = self.sandbox.run(step, cancel)
+        for f in (step.stdout, step.stderr):
+            self.redactor.file(f)
+        if outcome.status == "crash" and _free_bytes(step.out) < DISK_FULL_BYTES:
+            raise SandboxError(f"the disk holding {step.out} is full; free space and resume the run")
+        return self.redactor.dataclass(outcome)
+
+    def _train_and_score(self, commit: str, s: int, d: Path, pristine: dict[str, bytes],
+                         eval_set: str = "fitness") -> SeedResult:
         if d.exists():  # left over from a run that was interrupted: start this seed afresh
             shutil.rmtree(d)
         work, out = d / "work", d / "out"
@@ -108,7 +169,7 @@ class Evaluator:
         values = dict(python=self.sandbox.python, scale=self.scale.name, seed=s,
                       out=out.resolve(), metrics=(d / "metrics.json").resolve())
         try:
-            train = self.sandbox.run(self._step("train", values, work, out, d))
+            train = self._run(self._step("train", values, work, out, d))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         res = SeedResult(s, train.status if not train.ok else SEED_OK, train.reason,
@@ -122,10 +183,10 @@ class Evaluator:
         """Score the variant at `commit` on a training output `out` that already exists (of
         training seed `s`): the evaluate step(s) alone, logs and metrics in `d`."""
         d.mkdir(parents=True, exist_ok=True)
-        pristine = self.workspace.read(self.pristine_commit, self.seed.protected)
-        return self._score(commit, SeedResult(s, SEED_OK), d, out, pristine, eval_set)
+        res = self._score(commit, SeedResult(s, SEED_OK), d, out, self.pristine(), eval_set)
+        return self.redactor.dataclass(res)
 
-    def _score(self, commit: str, res: SeedResult, d: Path, out: Path, pristine: dict[str, str],
+    def _score(self, commit: str, res: SeedResult, d: Path, out: Path, pristine: dict[str, bytes],
                eval_set: str) -> SeedResult:
         fresh, judge, metrics_path = d / "eval-work", d / "judge", d / "metrics.json"
         values = dict(python=self.sandbox.python, scale=self.scale.name, seed=res.seed,
@@ -140,8 +201,8 @@ class Evaluator:
                 _write(judge, pristine)  # the judge's folder: protected files, nothing else
                 ev, learner = self._judge_and_learner(values, fresh, judge, out, d, eval_set)
             else:
-                ev, learner = self.sandbox.run(self._step("evaluate", values, fresh, out, d,
-                                                          eval_set)), None
+                ev, learner = self._run(self._step("evaluate", values, fresh, out, d,
+                                                   eval_set)), None
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
             shutil.rmtree(judge, ignore_errors=True)
@@ -179,26 +240,31 @@ class Evaluator:
                             cwd=fresh, out=learner_out, stdout=d / "learner.out",
                             stderr=d / "learner.err", timeout=self.scale.timeout,
                             memory_mb=self.scale.memory_mb, env=sock, threads=self.threads,
-                            inputs=(out,), ipc=ipc, ipc_writable=True)
+                            inputs=(out,), ipc=ipc, ipc_writable=True, hidden=self._data())
         judge_step = self._step("evaluate", values, judge, d / "judge-out", d, eval_set,
                                 extra_env=sock, ipc=ipc)
         done = threading.Event()
         outcome: list[StepOutcome] = []
+        failed: list[SandboxError] = []  # the learner's sandbox failed: not the variant's fault
 
         def learner() -> None:
             try:
-                outcome.append(self.sandbox.run(learner_step, cancel=done))
+                outcome.append(self._run(learner_step, cancel=done))
+            except SandboxError as e:
+                failed.append(e)
             finally:  # tell a judge still waiting to connect that nobody will answer
                 (ipc / LEARNER_EXITED).touch()
 
         t = threading.Thread(target=learner, name="learner", daemon=True)
         t.start()
         try:
-            ev = self.sandbox.run(judge_step)
+            ev = self._run(judge_step)
         finally:
             done.set()
             t.join()
             shutil.rmtree(ipc, ignore_errors=True)
+        if failed:
+            raise failed[0]
         return ev, outcome[0] if outcome else StepOutcome("crash", None, 0.0, 0.0, "no learner")
 
     def _step(self, kind: str, values: dict, work: Path, out: Path, d: Path,
@@ -214,13 +280,28 @@ class Evaluator:
                     stdout=d / f"{kind}.out", stderr=d / f"{kind}.err",
                     timeout=self.scale.timeout, memory_mb=self.scale.memory_mb, env=env,
                     threads=self.threads,
-                    outputs=(Path(values["metrics"]),) if kind == "evaluate" else (), ipc=ipc)
+                    outputs=(Path(values["metrics"]),) if kind == "evaluate" else (), ipc=ipc,
+                    hidden=self._data() if kind != "evaluate" else ())
+
+    def _data(self) -> tuple[Path, ...]:
+        """The host paths of the evaluation data (`[data] evaluate_env`): the judge's
+        alone, hidden from training and learner steps where a system folder holds them."""
+        return tuple(Path(v) for v in self.seed.evaluate_env.values()
+                     if os.path.isabs(v) and os.path.exists(v))
 
 
-def _write(folder: Path, files: dict[str, str]) -> None:
-    for rel, text in files.items():
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_text(text)
+        (folder / rel).write_bytes(data)
 
 
 def _join(a: str, ta: str, b: str, tb: str) -> str:

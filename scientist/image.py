@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scientist.errors import ScientistError
+from scientist.resources import HARNESS, SANDBOX, SEEDS
 
-ROOT = Path(__file__).resolve().parent.parent
-SANDBOX_DIR = ROOT / "sandbox"
-SEEDS_DIR = ROOT / "seeds"
+SANDBOX_DIR = SANDBOX
+SEEDS_DIR = SEEDS
 REPO = "scientist-sandbox"
 LATEST = f"{REPO}:latest"
 DEFAULT_BASE = "python:3.11-slim-bookworm"
@@ -70,7 +70,7 @@ class Inputs:
 def harness_files() -> list[Path]:
     """The modules of `scientist.harness`: the image carries them (at /opt/scientist/pkg,
     on its PYTHONPATH) for the judge's and the learner's processes."""
-    return sorted((ROOT / "scientist" / "harness").glob("*.py"))
+    return sorted(HARNESS.glob("*.py"))
 
 
 def _lines(path: Path) -> list[str]:

@@ -17,7 +17,8 @@ token and cost counts. Around each call:
 
 API keys are read from the environment when a call is made. They are never written to
 the run folder: config.json stores only the *name* of the variable that holds a key,
-and every text written to the transcript, the archive or the console passes `redact`.
+and every text written to the transcript, the archive or the console is redacted
+(`scientist.redaction`) before it is serialised.
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from scientist.errors import BudgetExceeded, ScientistError
+from scientist.redaction import SECRET_NAME, Redactor, redact, secret_values  # noqa: F401 (re-exported)
 
 # litellm fetches its price table from GitHub at import unless told to use its bundled copy;
 # there may be no internet, and a run should not depend on a remote file.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 LLM_DIR = "llm"
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 # environment variables litellm reads a base URL from, per provider
 BASE_URL_ENV = ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE")
 
@@ -118,23 +119,6 @@ class Usage:
 
 def short_count(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
-
-
-# --- secrets ---------------------------------------------------------------------------
-
-
-def secret_values(extra: tuple[str, ...] = ()) -> list[str]:
-    """Values of environment variables whose names look secret (…KEY, …TOKEN, …)."""
-    vals = {v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6}
-    vals.update(v for v in extra if v and len(v) >= 6)
-    return sorted(vals, key=len, reverse=True)
-
-
-def redact(text: str, extra: tuple[str, ...] = ()) -> str:
-    """`text` with every secret value from the environment replaced by [redacted]."""
-    for value in secret_values(extra):
-        text = text.replace(value, "[redacted]")
-    return text
 
 
 # --- the client ------------------------------------------------------------------------
@@ -267,6 +251,9 @@ class LLMClient:
             return value
         return os.environ.get("SCIENTIST_API_KEY") or None  # else litellm reads the provider's own
 
+    def _redactor(self) -> Redactor:
+        return Redactor.from_environment(self._keys())
+
     def _keys(self) -> tuple[str, ...]:
         try:
             key = self._api_key()
@@ -288,7 +275,9 @@ class LLMClient:
         folder = self.folder / "cache"
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{key}.tmp"
-        tmp.write_text(redact(json.dumps(asdict(reply)), self._keys()))
+        # redacted before it is serialised: a secret with a quote or a backslash would
+        # not match its own JSON-escaped form
+        tmp.write_text(json.dumps(self._redactor().obj(asdict(reply))))
         os.replace(tmp, folder / f"{key}.json")  # a kill never leaves half a cache entry
 
     def _log(self, iteration: int, purpose: str, key: str, req: dict[str, Any], *,
@@ -304,10 +293,10 @@ class LLMClient:
         with self._lock:
             self.record(entry)
             self.folder.mkdir(parents=True, exist_ok=True)
-            line = json.dumps({**entry, "request": req,
-                               "reply": reply.text if reply else None})
+            line = json.dumps(self._redactor().obj({**entry, "request": req,
+                                                    "reply": reply.text if reply else None}))
             with open(self.folder / "transcript.jsonl", "a") as f:
-                f.write(redact(line, self._keys()) + "\n")
+                f.write(line + "\n")
 
 
 def _provider_key_env(model: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -24,10 +23,11 @@ from scientist.errors import EditError, FormatError, ProposalError
 from scientist.llm import LLMClient, Usage
 from scientist.notebook import error_tail, reference
 from scientist.proposer import Context
+from scientist.resources import TEMPLATES
 from scientist.seed import Seed
 from scientist.variant import Proposal, Variant
 
-PROMPTS = Path(__file__).resolve().parent.parent / "templates" / "prompts"
+PROMPTS = TEMPLATES / "prompts"
 SECTIONS = ("hypothesis", "rationale", "prediction", "edits")
 _NAMES = "hypothesis|rationale|prediction|edits"
 # a heading is `## Name`, `**Name:**` or `Name:` at the start of a line

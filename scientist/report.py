@@ -29,6 +29,7 @@ from typing import Any
 import git
 import jinja2
 
+from scientist import resources
 from scientist.archive import Archive
 from scientist.notebook import measured_delta, reference
 from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, PROMOTED, RAW, SEALED,
@@ -47,7 +48,7 @@ META = ("judge_learner", "status", "started_at", "finished_at", "created_at", "s
 SEED_FAILURES = {SEED_CRASH: "crash (non-zero exit)", SEED_TIMEOUT: "timeout",
                  SEED_OOM: "out of memory", SEED_NO_METRICS: "no metrics (evaluator output)",
                  SEED_VIOLATED: "violated the judge's protocol"}
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "report"
+TEMPLATES = resources.TEMPLATES / "report"
 TOP_N = 10  # rows of the top-variants table
 SHORT = 110  # characters of a hypothesis in a table cell
 

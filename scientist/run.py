@@ -34,7 +34,8 @@ from scientist.config import RunConfig
 from scientist.confirmer import Confirmer
 from scientist.console import Progress, best_table, heartbeat
 from scientist.edits import apply_edits, unified_diff
-from scientist.errors import BudgetExceeded, EditError, FormatError, ProposalError, ScientistError
+from scientist.errors import (BudgetExceeded, EditError, FormatError, ProposalError, SandboxError,
+                              ScientistError)
 from scientist.evaluator import Evaluator
 from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
 from scientist.integrity import label as label_integrity
@@ -43,7 +44,8 @@ from scientist.notebook import Notebook
 from scientist.promotion import META as DESIGN_META
 from scientist.promotion import Design, Promotion
 from scientist.proposer import Context, Proposer, make_proposer
-from scientist.sandbox import Sandbox, sandbox_for
+from scientist.redaction import Redactor
+from scientist.sandbox import UNCONFINED, UNCONFINED_WARNING, Sandbox, sandbox_for
 from scientist.seed import MANIFEST, Scale, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
 from scientist.variant import (CLEAN, DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness,
@@ -54,6 +56,7 @@ CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "vari
 NOTEBOOK = "notebook.md"  # the lab notebook, for people (the LLM gets it within a token budget)
 PRISTINE = "seed"  # the baseline's files, exported for resume (the run's own copy of the seed)
 SECRET = "secret.json"  # the run's secret evaluation seed: given to the judge only, never shown
+PRISTINE_COMMIT, PRISTINE_SHA256 = "pristine_commit", "pristine_sha256"  # archive meta keys
 MODEL_NEEDED = ("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or `model = ...` in the "
                 "config file (e.g. gpt-4o, anthropic/claude-sonnet-4-5, or openai/NAME with --api-base)")
 
@@ -81,6 +84,7 @@ class Run:
     gate: Gate
     console: Console
     heartbeat_seconds: float = 30.0  # how often a running variant reports what it is doing
+    infra_wait: float = 10.0  # seconds before a training seed whose sandbox failed runs again
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -105,7 +109,7 @@ class Run:
         config.run_id, config.seed = run_id, str(seed.path)
         run_dir.mkdir(parents=True)
         (run_dir / CONFIG).write_text(config.to_json())
-        Workspace.create(run_dir / REPO, seed)
+        ws = Workspace.create(run_dir / REPO, seed)
         _write_secret(run_dir / SECRET)
         archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
         for k, v in dict(seed_name=seed.name, seed_title=seed.title, seed_summary=seed.summary,
@@ -113,6 +117,7 @@ class Run:
                          judge_learner=bool(seed.learner_command),
                          created_at=time.time(), elapsed_seconds=0.0).items():
             archive.set_meta(k, v)
+        _record_pristine(archive, ws, seed)
         return cls._assemble(run_dir, config, seed, archive, console)
 
     @classmethod
@@ -130,6 +135,8 @@ class Run:
             Workspace(run_dir / REPO).export("v0000", pristine)
         seed = load_seed(pristine)
         archive = Archive(run_dir / ARCHIVE, maximize=seed.maximize)
+        if archive.get_meta(PRISTINE_COMMIT) is None:  # a run made before hashes were recorded
+            _record_pristine(archive, Workspace(run_dir / REPO), seed)
         return cls._assemble(run_dir, config, seed, archive, console)
 
     @classmethod
@@ -140,6 +147,7 @@ class Run:
                              temperature=config.fme_temperature, capacity=config.fme_capacity)
         gate: Gate = TerminalGate(console) if config.approve else AutoGate()
         archive.set_meta("proposer_uses_llm", proposer.uses_llm)
+        archive.set_meta("sandbox", config.sandbox)
         archive.set_meta("proposer_description", proposer.describe())
         # the label ties every process the run starts to this run folder, so a resume
         # can find what a killed orchestrator left behind
@@ -153,6 +161,8 @@ class Run:
         text = (f"scientist: seed [bold]{self.seed.name}[/] at scale [bold]{self.config.scale}"
                 f"[/], {self.sandbox.name} sandbox, {self.proposer.name} proposer ({llm}), "
                 f"selection {self.policy.name}, run folder {self.dir}")
+        if self.sandbox.name in UNCONFINED:
+            text += f"\n  [bold red]warning:[/] {UNCONFINED_WARNING}"
         promotion = getattr(self, "promotion", None)
         if promotion is not None:
             d = promotion.design
@@ -174,9 +184,12 @@ class Run:
         scale = self.seed.scale(self.config.scale)
         workers = self.config.workers or max(1, min(scale.training_seeds, os.cpu_count() or 1))
         threads = max(1, (os.cpu_count() or 1) // workers)
+        eval_seed = read_secret(self.dir / SECRET)
         self.evaluator = Evaluator(self.seed, scale, self.workspace, self.sandbox,
-                                   self.workspace.head_of("v0000"), workers, threads,
-                                   eval_seed=read_secret(self.dir / SECRET))
+                                   self.archive.get_meta(PRISTINE_COMMIT), workers, threads,
+                                   eval_seed=eval_seed,
+                                   pristine_sha256=self.archive.get_meta(PRISTINE_SHA256),
+                                   redactor=self._redactor(eval_seed), infra_wait=self.infra_wait)
         self.progress = Progress(self.console, self.config.iterations or 0,
                                  self.archive.get_meta("elapsed_seconds", 0.0))
         self.promotion = Promotion(self.archive, self._design(scale))
@@ -233,10 +246,18 @@ class Run:
             signal.signal(signal.SIGTERM, old_term)
             self.sandbox.kill_all()
 
+    def _redactor(self, eval_seed: int | None) -> Redactor:
+        """Secrets to keep out of everything a step leaves: the environment's, the configured
+        API key's value, and the run's secret evaluation seed."""
+        extra = [str(eval_seed)] if eval_seed is not None else []
+        if self.config.api_key_env and os.environ.get(self.config.api_key_env):
+            extra.append(os.environ[self.config.api_key_env])
+        return Redactor.from_environment(extra)
+
     def _baseline(self) -> None:
         if self.archive.count():
             return
-        v = self.archive.new_variant(None, 0, status=RUNNING, commit=self.workspace.head_of("v0000"),
+        v = self.archive.new_variant(None, 0, status=RUNNING, commit=self.archive.get_meta(PRISTINE_COMMIT),
                                      hypothesis="", proposer="baseline")
         n = self._noise_seeds()
         self.progress.line(0, f"{v.name}: evaluating the unmodified seed on {n} training seeds "
@@ -284,11 +305,14 @@ class Run:
         budget = self.config.time_budget
         if budget is None:
             return
-        done = [v for v in self.archive.all() if v.finished_at and v.status in (DONE, FAILED)]
-        last = self._duration(done[-1]) if done else 0.0
-        if self.progress.elapsed + last > budget:
+        # the pace of a variant that ran to its end: the longest done so far (a crash in
+        # one second says nothing about how long the next variant will train)
+        finished = [v for v in self.archive.all() if v.finished_at and v.status in (DONE, FAILED)]
+        done = [v for v in finished if v.status == DONE] or finished
+        pace = max((self._duration(v) for v in done), default=0.0)
+        if self.progress.elapsed + pace > budget:
             raise Stop(f"time budget of {budget:.0f} s reached after "
-                       f"{self.progress.elapsed:.0f} s (a variant takes about {last:.0f} s)")
+                       f"{self.progress.elapsed:.0f} s (a variant takes about {pace:.0f} s)")
 
     @staticmethod
     def _duration(v: Variant) -> float:
@@ -371,7 +395,7 @@ class Run:
                            total=self.config.iterations or 0)
         book = Notebook.from_archive(self.archive, self.seed.metric)
         (self.dir / NOTEBOOK).write_text(book.markdown())
-        protected = self.workspace.read(self.workspace.head_of("v0000"), self.seed.protected)
+        protected = self.workspace.read(self.archive.get_meta(PRISTINE_COMMIT), self.seed.protected)
         return Context(self.seed, parent, files, history, rng, iteration=k,
                        total=self.config.iterations or 0,
                        notebook=book.render(self.config.notebook_tokens),
@@ -436,10 +460,16 @@ class Run:
             if not quiet:
                 self.progress.seed_done(v.iteration, v, r, self.seed.metric)
 
-        with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds,
-                       seeds, "sealed-" if eval_set == "sealed" else "") as done:
-            return self.evaluator.evaluate(v.commit, folder, on_seed=seed_done, seeds=seeds,
-                                           eval_set=eval_set)
+        try:
+            with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds,
+                           seeds, "sealed-" if eval_set == "sealed" else "") as done:
+                return self.evaluator.evaluate(v.commit, folder, on_seed=seed_done, seeds=seeds,
+                                               eval_set=eval_set)
+        except SandboxError as e:  # not the variant's fault: it stays in flight, not failed
+            raise Stop(f"the {self.sandbox.name} sandbox failed while running {v.name}, which is "
+                       f"not the variant's fault: {e}\nThe archive is intact; once that is fixed, "
+                       f"`scientist resume {self.dir.name}` runs those seeds again.",
+                       failed=True) from None
 
     def _finish(self, status: str) -> None:
         a = self.archive
@@ -481,6 +511,15 @@ def _make_proposer(config: RunConfig, seed: Seed, run_dir: Path, archive: Archiv
     return make_proposer("llm", client=client, seed=seed, scale=seed.scale(config.scale),
                          format_retries=config.format_retries,
                          max_output_tokens=config.max_output_tokens)
+
+
+def _record_pristine(archive: Archive, ws: Workspace, seed: Seed) -> None:
+    """The baseline's commit and the hash of each protected file, as the run was made: the
+    evaluator checks the pristine files against them before each use."""
+    commit = ws.head_of("v0000")
+    files = ws.read_bytes(commit, seed.protected)
+    archive.set_meta(PRISTINE_COMMIT, commit)
+    archive.set_meta(PRISTINE_SHA256, {p: hashlib.sha256(b).hexdigest() for p, b in files.items()})
 
 
 def _write_secret(path: Path) -> None:

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from scientist.errors import SeedError
+from scientist.resources import SEEDS
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-SEEDS_DIR = Path(__file__).resolve().parent.parent / "seeds"
+SEEDS_DIR = SEEDS
 MANIFEST = "seed.toml"
 PLACEHOLDERS = {"python", "scale", "seed", "out", "metrics"}
 MUTABLE_TYPES = {"float", "int", "choice", "bool"}

@@ -42,6 +42,12 @@ class InProcessLearner:
             data[k] = np.asarray(a) if a is not None else v
         return judge.Reply(op, data)
 
+    def send(self, op: str, **payload: Any) -> None:
+        self.call(op, **payload)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

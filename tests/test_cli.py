@@ -263,3 +263,62 @@ def test_resume_can_turn_approval_off_again(toy, tmp_path, scientist):
     assert code == 0, out
     assert json.loads(cfg.read_text())["approve"] is False
     assert "v0001" in out  # ran without asking (no terminal input here)
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("fme_buckets", "0", "'fme_buckets' must be >= 1, not 0"),
+    ("fme_temperature", "0.0", "'fme_temperature' must be > 0, not 0.0"),
+    ("fme_capacity", "-1", "'fme_capacity' must be >= 1"),
+    ("workers", "0", "'workers' must be >= 1"),
+    ("max_cost", "-5.0", "'max_cost' must be >= 0"),
+    ("time_budget", "0", "'time_budget' must be > 0"),
+])
+def test_a_setting_out_of_range_stops_before_the_baseline(toy, tmp_path, scientist, setting, value,
+                                                          message):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f"[run]\n{setting} = {value}\n")
+    code, out = scientist("run", "--seed", str(toy.path), "--scale", "test", "--config", str(cfg),
+                          "--runs-dir", str(tmp_path / "runs"))
+    assert code == 2 and message in out, out
+    assert not (tmp_path / "runs").exists()  # no run folder, nothing evaluated
+
+
+def test_resume_takes_the_lock_before_it_writes_the_config(runs, tmp_path, scientist):
+    held = tmp_path / "runs"
+    shutil.copytree(runs / "good", held / "good")
+    config = held / "good" / "config.json"
+    before = config.read_text()
+    with cli.locked(held / "good"):  # another scientist process is working on the run
+        code, out = scientist("resume", "good", "--iterations", "9", "--runs-dir", str(held))
+    assert code == 2 and "in use by another scientist process" in out
+    assert config.read_text() == before
+
+
+def test_the_unconfined_sandbox_is_said_loudly(toy, tmp_path, scientist):
+    code, out = scientist("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "0",
+                          "--sandbox", "process", "--runs-dir", str(tmp_path / "runs"),
+                          "--run-id", "p")
+    assert code == 0, out
+    assert "process sandbox, " in out and "warning: the process sandbox does not confine" in out
+    code, out = scientist("show", "p", "--runs-dir", str(tmp_path / "runs"))
+    assert "warning: the process sandbox does not confine variants" in out
+    tex = (tmp_path / "runs" / "p" / "report" / "report.tex").read_text()
+    assert "unconfined: the variants' code ran as the user" in tex
+    code, out = scientist("show", "good", "--runs-dir", str(tmp_path / "runs"))
+    code, out = scientist("run", "--seed", str(toy.path), "--scale", "test", "--iterations", "0",
+                          "--runs-dir", str(tmp_path / "runs"), "--run-id", "l", "--no-report")
+    assert "local sandbox" in out and "does not confine" not in out
+
+
+def test_without_bubblewrap_run_is_refused_with_the_fix(toy, tmp_path, scientist, monkeypatch):
+    from scientist import confinement
+
+    monkeypatch.setattr(confinement, "_PROBED", {})
+    monkeypatch.setattr(confinement, "bwrap_path", lambda: None)
+    code, out = scientist("run", "--seed", str(toy.path), "--scale", "test",
+                          "--runs-dir", str(tmp_path / "runs"))
+    out = " ".join(out.split())  # the console wraps long lines
+    assert code == 2 and "apt-get install bubblewrap" in out and "--sandbox process" in out
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+    code, out = scientist("doctor")
+    assert "missing local sandbox: the local sandbox needs bubblewrap" in " ".join(out.split())

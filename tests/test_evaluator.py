@@ -8,6 +8,7 @@ import re
 import pytest
 
 from scientist.evaluator import Evaluator, read_metrics
+from scientist.process_sandbox import ProcessSandbox
 from scientist.sandbox import LocalSandbox
 from scientist.seed import load_seed
 from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT
@@ -17,12 +18,12 @@ from scientist.workspace import Workspace
 class Bench:
     """An evaluator on a toy-seed copy, and a way to commit variants of its train.py."""
 
-    def __init__(self, toy, tmp_path, workers: int = 1):
+    def __init__(self, toy, tmp_path, workers: int = 1, sandbox=None):
         self.seed = load_seed(toy.path)
         self.ws = Workspace.create(tmp_path / "repo", self.seed)
         self.root = self.ws.head_of("v0000")
         self.tmp = tmp_path
-        self.evaluator = Evaluator(self.seed, self.seed.scale("test"), self.ws, LocalSandbox(),
+        self.evaluator = Evaluator(self.seed, self.seed.scale("test"), self.ws, sandbox or LocalSandbox(),
                                    self.root, workers=workers)
         self.n = 0
 
@@ -58,8 +59,18 @@ def test_a_normal_variant_gets_a_fitness_from_each_training_seed(toy, tmp_path):
     assert not (folder / "work").exists() and not (folder / "eval-work").exists()
 
 
-def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
+def test_cheating_training_cannot_touch_the_evaluator(toy, tmp_path):
+    # the default sandbox mounts the working copy read-only: the overwrite itself fails
     b = Bench(toy, tmp_path)
+    cheat = b.evaluate(b.variant(mode="cheat"), "cheat")
+    assert not cheat.ok and cheat.seeds[0].status == SEED_CRASH
+    assert "Read-only file system: 'evaluate.py'" in cheat.seeds[0].stderr_tail
+
+
+def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
+    # where the sandbox lets the overwrite through (unconfined), the evaluator's pristine
+    # copy is what runs
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     honest = b.evaluate(b.variant(mode="normal"), "honest")
     cheat = b.evaluate(b.variant(mode="cheat"), "cheat")
     assert cheat.ok
@@ -69,14 +80,43 @@ def test_cheating_training_still_gets_the_honest_fitness(toy, tmp_path):
 
 
 def test_metrics_planted_by_training_are_not_read(toy, tmp_path):
-    b = Bench(toy, tmp_path)
     # training writes metrics files where the real one goes: only what the pristine
-    # evaluator writes afterwards counts
+    # evaluator writes afterwards counts. The default sandbox refuses the write beside
+    # `out`; the unconfined one lets it through, and the evaluator deletes it.
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     plant = ("import json; [json.dump({'neg_mse': 1e9}, open(p, 'w')) for p in "
              "(os.path.join(a.out, '..', 'metrics.json'), os.path.join(a.out, 'metrics.json'))]")
     commit = b.variant(plant)
     r = b.evaluate(commit, "planted")
     assert r.ok and r.mean < 0
+    b.evaluator.sandbox = LocalSandbox()
+    r = b.evaluate(commit, "planted-confined")
+    assert not r.ok and "Permission denied" in r.seeds[0].stderr_tail
+
+
+class Recording:
+    """The local sandbox, keeping every Step it was given."""
+
+    def __init__(self):
+        self.inner, self.steps = LocalSandbox(), []
+        self.name, self.python = self.inner.name, self.inner.python
+
+    def run(self, step, cancel=None):
+        self.steps.append(step)
+        return self.inner.run(step, cancel)
+
+
+def test_evaluation_data_is_hidden_from_training(toy, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    toy.replace_manifest('evaluate_env = { TOY_EVAL_ONLY = "1" }',
+                         f'evaluate_env = {{ TOY_EVAL_ONLY = "1", TOY_DATA = "{data}" }}')
+    rec = Recording()
+    b = Bench(toy, tmp_path, sandbox=rec)
+    assert b.evaluate(b.root, "data").ok
+    kinds = {s.kind: s for s in rec.steps}
+    assert kinds["train"].hidden == (data,)
+    assert kinds["evaluate"].hidden == () and kinds["evaluate"].env["TOY_DATA"] == str(data)
 
 
 def test_evaluate_env_reaches_only_the_evaluate_step(toy, tmp_path):
@@ -123,7 +163,7 @@ def test_an_evaluator_that_writes_nothing_is_a_no_metrics_failure(toy, tmp_path)
 ])
 def test_misbehaving_training_becomes_a_failed_result(toy, tmp_path, mode, status, reason,
                                                       stderr):
-    toy.set_scale(timeout=1, memory_mb=150, training_seeds=1)
+    toy.set_scale(timeout=3, memory_mb=150, training_seeds=1)  # room to start under load
     b = Bench(toy, tmp_path)
     r = b.evaluate(b.variant(mode=mode), mode)
     assert not r.ok and r.mean is None and r.values == []
@@ -188,14 +228,19 @@ def load(f):
 
 def test_modules_planted_by_training_do_not_reach_the_evaluator(toy, tmp_path):
     # training leaves a `json.py` next to evaluate.py at run time (nothing of it shows in
-    # train.py's diff); `import json` in the pristine evaluator must not pick it up
-    b = Bench(toy, tmp_path)
+    # train.py's diff); `import json` in the pristine evaluator must not pick it up. The
+    # default sandbox refuses the write (read-only working copy); the unconfined one lets
+    # it through, and the evaluator's fresh export is what keeps it out.
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     text = b.ws.read(b.root, ["train.py"])["train.py"].replace(
         "    args = Args()\n",
         "    args = Args()\n    import shutil; shutil.copy('payload.txt', 'json.py')\n")
     commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": FAKE_JSON}, "v1", "v0001")
     r = b.evaluate(commit, "planted-module")
     assert r.ok and -10 < r.mean < 0, r.seeds[0]
+    b.evaluator.sandbox = LocalSandbox()
+    confined = b.evaluate(commit, "planted-module-confined")
+    assert "Read-only file system: 'json.py'" in confined.seeds[0].stderr_tail
 
 
 USERCUSTOMIZE = """\
@@ -214,9 +259,10 @@ json.dump = dump
 
 
 def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_path):
-    # training and evaluation share the step's HOME; a usercustomize module in its user
-    # site-packages would run inside the pristine evaluator at start-up
-    b = Bench(toy, tmp_path)
+    # training and evaluation share the step's HOME in the unconfined sandbox (the default
+    # one gives each step a private one); a usercustomize module in its user site-packages
+    # would run inside the pristine evaluator at start-up
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
     plant = ("import site; os.makedirs(site.getusersitepackages(), exist_ok=True); "
              "shutil.copy('payload.txt', os.path.join(site.getusersitepackages(), "
              "'usercustomize.py'))")
@@ -225,3 +271,5 @@ def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_p
     commit = b.ws.commit(b.root, {"train.py": text, "payload.txt": USERCUSTOMIZE}, "v1", "v0001")
     r = b.evaluate(commit, "user-site")
     assert r.ok and -10 < r.mean < 0, r.seeds[0]
+    b.evaluator.sandbox = LocalSandbox()
+    assert b.evaluate(commit, "user-site-confined").ok

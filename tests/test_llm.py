@@ -8,6 +8,7 @@ prompt and proposes a real improvement to the toy seed (a larger step size).
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -412,3 +413,51 @@ def test_an_llm_proposer_without_a_model_is_a_usage_error(toy, runs_dir, scienti
                       "--runs-dir", str(runs_dir))
     assert p.returncode == 2 and "needs a model" in p.stdout
     assert not any(runs_dir.iterdir())  # no run folder was left behind
+
+
+def test_a_secret_a_step_prints_is_nowhere_it_could_be_read(toy, make_run, llm, monkeypatch, capsys):
+    """A secret with quotes, a backslash, a newline and non-ASCII letters, printed by a
+    variant as it is and JSON-escaped: it is in none of the archive, logs, notebook,
+    transcript, cache, report, `scientist show`, or the prompts sent to the provider."""
+    from scientist import cli
+    from scientist.report import write_report
+
+    core = "".join(random.Random(7).choice("ghijkmnopqrstuvwxyz") for _ in range(24))
+    secret = f'pw-"q\\b\nñé-{core}'
+    monkeypatch.setenv("LAB_DB_PASSWORD", secret)
+    code = (f"    args = Args()\n    s = bytes.fromhex('{secret.encode().hex()}').decode()\n"
+            "    print(s, file=sys.stderr); print(json.dumps(s), file=sys.stderr)\n"
+            "    raise SystemExit('failed: ' + s)")
+    llm.queue(Reply(reply("Print a secret", block("train.py", "    args = Args()", code))))
+    run, _ = llm_run(make_run, toy, llm, iterations=2)  # v1 leaks and crashes; then its repair
+    assert run.execute() == 0
+    v1 = run.archive.get(1)
+    assert v1.status == FAILED and "[redacted]" in v1.result.seeds[0].stderr_tail
+    assert any("A failed experiment to repair: v0001" in r.first_user for r in llm.requests)
+    assert any("[redacted]" in r.first_user for r in llm.requests)  # the tail went into the prompt
+    write_report(run.dir, compile_pdf=False)
+    assert cli.main(["show", str(run.dir), "1", "--logs"]) == 0
+    assert cli.main(["show", str(run.dir)]) == 0
+    shown = capsys.readouterr().out
+    assert "[redacted]" in shown
+    for text in [shown] + [json.dumps(r.body) for r in llm.requests]:
+        assert core not in text
+    assert (run.dir / "notebook.md").is_file() and (run.dir / "llm" / "transcript.jsonl").is_file()
+    for p in files_of(run.dir):
+        assert core.encode() not in p.read_bytes(), f"secret found in {p}"
+
+
+def test_a_secret_in_a_reply_is_redacted_before_it_is_serialised(toy, make_run, llm, monkeypatch):
+    """The transcript and the cache are JSON: a secret with a quote, a backslash or a
+    newline is written escaped, so it must be redacted before, not after, serialising."""
+    secret = 'pw-"q\\b\nz-' + "".join(random.Random(3).choice("ghijkmnopqrstuvwxyz") for _ in range(20))
+    monkeypatch.setenv("LAB_DB_PASSWORD", secret)
+    good = good_reply().replace("Raise lr", f"Raise lr (the database said {secret})")
+    llm.queue(Reply(good))
+    run, _ = llm_run(make_run, toy, llm, iterations=1)
+    assert run.execute() == 0
+    for p in (run.dir / "llm").rglob("*"):
+        if p.is_file():
+            data = p.read_text()
+            assert secret[-20:] not in data, p
+    assert "[redacted]" in (run.dir / "llm" / "transcript.jsonl").read_text()

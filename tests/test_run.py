@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -308,27 +309,42 @@ def test_resume_after_kill_9(toy, runs_dir, scientist_cli, victim):
     resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=victim)
 
 
-def test_resume_kills_what_a_killed_run_left_behind(toy, runs_dir, scientist_cli, tmp_path):
+def test_daemons_of_a_killed_run_die_with_it_and_the_resume_goes_on(toy, runs_dir, scientist_cli):
     # training starts a daemon outside its session; kill -9 of the orchestrator skips every
-    # cleanup, so the daemon survives it, and the resume must end it
-    pidfile = tmp_path / "daemon.pid"
+    # cleanup, but the step's sandbox dies with its orchestrator and takes the daemon along
+    token = uuid.uuid4().hex
     toy.add_to_train(
-        "import subprocess; d = subprocess.Popen([sys.executable, '-c', 'import time; "
-        f"time.sleep(600)'], start_new_session=True); open({str(pidfile)!r}, 'a')"
-        ".write(f'{d.pid}\\n'); time.sleep(3)")
+        "import subprocess; subprocess.Popen([sys.executable, '-c', 'import time; "
+        f"time.sleep(600)', {token!r}], start_new_session=True); time.sleep(3)")
     proc = start_slow_run(toy, runs_dir, iterations=1)
     wait_until_training(runs_dir / "r", proc, 0)
     deadline = time.monotonic() + 30
-    while not pidfile.exists() and time.monotonic() < deadline:
+    while not pids_with(token) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert pids_with(token), "the daemon never started"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    first = int(pidfile.read_text().split()[0])
-    assert alive(first), "the daemon outlives a kill -9 of its orchestrator"
+    deadline = time.monotonic() + 10
+    while pids_with(token) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pids_with(token), "the daemon outlived a kill -9 of its orchestrator"
     p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "killed 1 process(es) left running by this run's previous orchestrator" in p.stdout
-    assert not alive(first)
+    assert "v0000 was in flight when the run stopped" in p.stdout
+    assert not pids_with(token)
+
+
+def pids_with(token: str) -> list[int]:
+    """Live processes whose command line holds `token`."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            if (entry.name.isdigit() and token.encode() in Path(f"/proc/{entry.name}/cmdline").read_bytes()
+                    and alive(int(entry.name))):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -359,7 +375,7 @@ def test_interrupt_then_resume(toy, runs_dir, scientist_cli, sig):
 
 
 def test_a_run_in_use_cannot_be_resumed_twice(toy, runs_dir, scientist_cli):
-    proc = start_slow_run(toy, runs_dir, iterations=1)
+    proc = start_slow_run(toy, runs_dir, iterations=4)  # long enough for two CLI start-ups
     try:
         wait_until_training(runs_dir / "r", proc, 0)
         p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
@@ -433,3 +449,29 @@ def test_a_running_variant_reports_what_it_is_doing(toy, make_run):
     assert beats and all("v0000 seed" in ln for ln in beats)
     # the baseline's four noise-floor seeds, two at a time
     assert {ln.split("v0000 seed ")[1][0] for ln in beats} == {"0", "1", "2", "3"}
+
+
+def test_a_quick_crash_does_not_let_a_long_variant_start_past_the_budget(toy, make_run):
+    """The budget guard goes by the pace of variants that ran to their end, not by the last
+    one, which may have crashed in a second."""
+    from scientist.console import Progress
+    from scientist.run import Stop
+    from scientist.variant import DONE, FAILED, Result, SeedResult
+
+    run, _ = make_run(toy, iterations=5, time_budget=150.0)
+    try:
+        a = run.archive
+        base = a.new_variant(None, 0, status="running")
+        a.record_result(base.id, Result([SeedResult(0, "ok", train_seconds=55, eval_seconds=5,
+                                                    metrics={"neg_mse": -1.0})], "neg_mse"), DONE)
+        crash = a.new_variant(0, 1, status="running")
+        a.record_result(crash.id, Result([SeedResult(0, "crash", "exit status 1", train_seconds=1)],
+                                         "neg_mse"), FAILED)
+        run.progress = Progress(make_console()[0], 5, elapsed_before=100.0)
+        with pytest.raises(Stop, match="time budget of 150 s reached after 100 s "
+                                       r"\(a variant takes about 60 s\)"):
+            run._check_budget()
+        run.config.time_budget = 200.0  # room for another 60 s variant: it starts
+        run._check_budget()
+    finally:
+        run.close()

@@ -127,3 +127,50 @@ def test_an_edit_keeps_the_file_mode(tmp_path, toy):
     assert modes["train.py"] == "100755"
     assert modes["notes.md"] == "100644"
     assert modes["evaluate.py"] == "100644"
+
+
+def test_the_users_git_configuration_changes_nothing(tmp_path, toy, monkeypatch):
+    """A global config that ignores the evaluator, signs commits with a key that is not
+    there and runs a hook that refuses every commit: the run's repository is the same."""
+    home = tmp_path / "home"
+    (home / "hooks").mkdir(parents=True)
+    hook = home / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho refused by the user's hook >&2\nexit 1\n")
+    hook.chmod(0o755)
+    (home / "ignore").write_text("evaluate.py\n")
+    (home / ".gitconfig").write_text(
+        f"[core]\n\texcludesFile = {home / 'ignore'}\n\thooksPath = {home / 'hooks'}\n"
+        "[commit]\n\tgpgSign = true\n[user]\n\tsigningKey = DEADBEEF\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    ws = Workspace.create(tmp_path / "repo", load_seed(toy.path))
+    root = ws.head_of("v0000")
+    assert set(ws.read(root, ["train.py", "evaluate.py", "seed.toml"])) == {
+        "train.py", "evaluate.py", "seed.toml"}
+    sha = ws.commit(root, edited(ws, root, "lr: float = 0.01", "lr: float = 0.02"), "v0001", "v0001")
+    assert ws.read(sha, ["evaluate.py"])["evaluate.py"] == (toy.path / "evaluate.py").read_text()
+
+
+def test_replace_refs_do_not_swap_the_pristine_evaluator(ws, toy, tmp_path):
+    """`git replace` makes git show another object in place of one; the run's git never
+    honours it, for reads or exports."""
+    root = ws.head_of("v0000")
+    real = git(ws.path, "rev-parse", f"{root}:evaluate.py").strip()
+    forged = tmp_path / "forged.py"
+    forged.write_text("import json, sys\njson.dump({'neg_mse': 1e9}, open(sys.argv[-1], 'w'))\n")
+    fake = git(ws.path, "hash-object", "-w", str(forged)).strip()
+    git(ws.path, "replace", real, fake)
+    assert git(ws.path, "show", f"{root}:evaluate.py") == forged.read_text()  # plain git is fooled
+    assert ws.read(root, ["evaluate.py"])["evaluate.py"] == (toy.path / "evaluate.py").read_text()
+    ws.export(root, tmp_path / "export")
+    assert (tmp_path / "export" / "evaluate.py").read_text() == (toy.path / "evaluate.py").read_text()
+
+
+def test_binary_files_are_read_byte_for_byte(tmp_path, toy):
+    blob = bytes(range(256)) * 4 + b"\x00\xff\r\n"
+    (toy.path / "weights.bin").write_bytes(blob)
+    ws = Workspace.create(tmp_path / "repo", load_seed(toy.path))
+    root = ws.head_of("v0000")
+    assert ws.read_bytes(root, ["weights.bin"]) == {"weights.bin": blob}
+    assert ws.read(root, ["weights.bin"]) == {"weights.bin": f"(binary file, {len(blob)} bytes)"}

@@ -116,45 +116,84 @@ def make_env(task: str, batch: int, seed: int):
     return BanditEnv(batch, seed, swap=task.startswith("swap_bandit"))
 
 
+class Execution:
+    """B executions of L steps of one task, stepped from outside: `inputs()` gives x_t,
+    `act(logits)` samples the actions, steps the environments and keeps the rewards, `scores()`
+    gives each execution's score. `execute` below drives one with a step function; the
+    evaluator drives one per task with the learner's replies (one request per step for all).
+
+    `seed` is an int, or a list of G seeds: the B executions are then G equal groups of lanes,
+    each with its own environments and action noise seeded by its seed, exactly as G
+    executions with one seed each would run them, stepped as one batch.
+    """
+
+    def __init__(self, task: str, batch: int, seed, steps: int, device="cpu"):
+        seeds = [int(s) for s in seed] if isinstance(seed, (list, tuple)) else [int(seed)]
+        if batch % len(seeds):
+            raise ValueError(f"{batch} executions do not split into {len(seeds)} equal groups")
+        self.task, self.batch, self.steps, self.device = task, batch, steps, device
+        self.n = batch // len(seeds)  # executions per group
+        self.envs = [make_env(task, self.n, s) for s in seeds]
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.obs = np.concatenate([env.reset() for env in self.envs])
+        self.prev_r = np.zeros(batch, dtype=np.float32)
+        self.prev_a = torch.zeros(batch, NUM_ACTIONS[task], device=device)  # one-hot a_{t-1}; none at t = 0
+        self.total = np.zeros(batch)
+        self.episodes = np.ones(batch)  # episodes started (the first one at reset)
+        self.t = 0
+
+    def inputs(self) -> torch.Tensor:
+        """x_t (B, input_size(task)): [observation, a_{t-1} one-hot (swap bandits), r_{t-1}, 1]."""
+        task = self.task
+        r = torch.from_numpy(self.prev_r).to(self.device)[:, None] * float(REWARD_INPUT[task])
+        ones = torch.ones(self.batch, 1, device=self.device)
+        return torch.cat([torch.from_numpy(self.obs).to(self.device),
+                          self.prev_a[:, :NUM_ACTIONS[task] * PREV_ACTION[task]], r, ones], 1)
+
+    def act(self, logits: torch.Tensor) -> None:
+        """Sample a_t from softmax(logits) (B, actions) and step the environments."""
+        actions_n = NUM_ACTIONS[self.task]
+        logits = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)
+        if logits.shape != (self.batch, actions_n):
+            raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)}, "
+                             f"expected {(self.batch, actions_n)}")
+        u = torch.cat([torch.rand((self.n, actions_n), generator=g, device=self.device) for g in self.gens])
+        u = u.clamp_(1e-9, 1 - 1e-9)
+        a = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sample
+        self.prev_a = torch.nn.functional.one_hot(a, actions_n).float()
+        actions = a.cpu().numpy()
+        out = [env.step(actions[i * self.n:(i + 1) * self.n]) for i, env in enumerate(self.envs)]
+        self.obs, self.prev_r, done = (np.concatenate(parts) for parts in zip(*out))
+        self.total += self.prev_r
+        # an episode ending on the last step starts no new one
+        self.episodes += done & (self.t < self.steps - 1)
+        self.t += 1
+
+    def scores(self) -> np.ndarray:
+        """The score of each execution (B,), float64; closes the environments."""
+        if self.task == "cartpole":
+            for env in self.envs:
+                env.close()
+            return self.total / self.episodes
+        return self.total / self.steps
+
+
 @torch.no_grad()
-def execute(step_fn, state, task: str, steps: int, seed: int, device="cpu"):
+def execute(step_fn, state, task: str, steps: int, seed, device="cpu"):
     """Execute B solutions for `steps` steps, each in its own copy of the task.
 
     step_fn(state, x) -> (state, logits): one step of the solutions (B of them, batched) on
     inputs x (B, input_size(task)), returning their (self-modified) state and action logits
     (B, NUM_ACTIONS[task]). Actions are sampled here from softmax(logits) with a generator
-    seeded by `seed`, so an execution is reproducible from (state, task, seed).
+    seeded by `seed`, so an execution is reproducible from (state, task, seed); `seed` may be
+    a list of seeds, one per equal group of lanes (see Execution).
     Returns the final state and the score of each execution (B,) as a float64 numpy array.
     """
-    batch = _batch_size(state)
-    env = make_env(task, batch, seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    obs = env.reset()
-    prev_r = np.zeros(batch, dtype=np.float32)
-    prev_a = torch.zeros(batch, NUM_ACTIONS[task], device=device)  # one-hot a_{t-1}; none before t = 0
-    total = np.zeros(batch)
-    episodes = np.ones(batch)  # episodes started (the first one at reset)
-    ones = torch.ones(batch, 1, device=device)
-    for t in range(steps):
-        r = torch.from_numpy(prev_r).to(device)[:, None] * float(REWARD_INPUT[task])
-        x = torch.cat([torch.from_numpy(obs).to(device), prev_a[:, :NUM_ACTIONS[task] * PREV_ACTION[task]],
-                       r, ones], 1)  # (B, input_size)
-        state, logits = step_fn(state, x)
-        logits = torch.nan_to_num(logits.float(), nan=0.0, posinf=1e4, neginf=-1e4)
-        if logits.shape != (batch, NUM_ACTIONS[task]):
-            raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)}, "
-                             f"expected {(batch, NUM_ACTIONS[task])}")
-        u = torch.rand(logits.shape, generator=gen, device=device).clamp_(1e-9, 1 - 1e-9)
-        a = (logits - torch.log(-torch.log(u))).argmax(-1)  # Gumbel-max sample
-        prev_a = torch.nn.functional.one_hot(a, NUM_ACTIONS[task]).float()
-        actions = a.cpu().numpy()
-        obs, prev_r, done = env.step(actions)
-        total += prev_r
-        episodes += done & (t < steps - 1)  # an episode ending on the last step starts no new one
-    if task == "cartpole":
-        env.close()
-        return state, total / episodes
-    return state, total / steps
+    run = Execution(task, _batch_size(state), seed, steps, device)
+    for _ in range(steps):
+        state, logits = step_fn(state, run.inputs())
+        run.act(logits)
+    return state, run.scores()
 
 
 def _batch_size(state) -> int:

@@ -161,7 +161,7 @@ def train(args, scale, seed, out, device):
     save(out, result, args, scale, seed, logs)
 
 
-# scientist: frozen-begin  (CLI and checkpoint format read by evaluate.py)
+# scientist: frozen-begin  (CLI and checkpoint format read by learner.py)
 def save(out, result, args, scale, seed, logs):
     out.mkdir(parents=True, exist_ok=True)
     torch.save({"tasks": result, "args": dataclasses.asdict(args), "scale": scale, "seed": seed},

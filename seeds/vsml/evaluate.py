@@ -84,7 +84,7 @@ def run_vsml(learner, xs, ys, seed):
         logits = learner.call("predict", x=x_t.numpy()).array(
             "logits", shape=(S, data.NUM_CLASSES), dtype="float")
         correct.append(torch.from_numpy(logits.argmax(-1) == y_t.numpy()).float())  # scored first
-        learner.call("learn", y=y_t.numpy())
+        learner.send("learn", y=y_t.numpy())  # its reply is checked before the next call
     return torch.stack(correct)
 
 
