@@ -174,10 +174,22 @@ def _converse(client: LLMClient, spec: Spec, digest: dict[str, Any], labels: dic
                 {"role": "assistant", "content": text},
                 {"role": "user", "content": env.get_template("paper_rewrite.j2").render(
                     problems=problems, attempt=attempt + 1, rewrites=rewrites)}]
-    first = attempts[-1]["problems"][0]
-    note = (f"the model's text failed the checks {len(attempts)} times "
-            f"(last: {first[:160].rstrip('.')}), so this section is the templated text")
+    kinds = sorted({_kind(p) for p in attempts[-1]["problems"]})
+    note = (f"the model's text failed the checks {len(attempts)} times (last: {', '.join(kinds)}; "
+            "every draft's problems are in report/sections.json)")
     return Section(spec.name, spec.title, fallback, "template", note, attempts)
+
+
+def _kind(problem: str) -> str:
+    """What kind of problem, in words that quote nothing of the model's text (the note that
+    says so is in the report, whose numbers must all be the run's)."""
+    for needle, kind in (("not values of the digest", "numbers that are not the run's"),
+                         ("improvement", "an improvement that was not confirmed"),
+                         ("words; the limit", "too long"), ("cut off", "cut off at the output limit"),
+                         ("empty", "empty")):
+        if needle in problem:
+            return kind
+    return "LaTeX that is not allowed"
 
 
 def _strip(text: str) -> str:
