@@ -55,7 +55,7 @@ def draw(run_dir: Path, folder: Path, variants: list[Variant], labels: dict[int,
     matplotlib.use("Agg", force=True)
     from matplotlib import pyplot as plt
 
-    style = {"text.parse_math": False, "svg.fonttype": "path", "pdf.fonttype": 42,
+    style = {"text.parse_math": False, "svg.fonttype": "path", "pdf.fonttype": 3,
              "svg.hashsalt": "scientist", "font.size": 9, "axes.spines.top": False,
              "axes.spines.right": False, "axes.grid": True, "grid.color": "#e6e6e6",
              "figure.dpi": 100}

@@ -17,6 +17,7 @@ are `scientist.latex`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -450,6 +451,7 @@ def _finalize(value: Any) -> Any:
     return latex_escape(value)
 
 
+@functools.lru_cache(maxsize=4)  # compiled templates are kept: a report renders several
 def latex_env(folder: Path = TEMPLATES) -> jinja2.Environment:
     """jinja2 with LaTeX-friendly delimiters (module docstring); every value escaped unless
     it is `Tex`; filters for the numbers of the digest (`pm`, `signed`, `interval`, `g`)."""

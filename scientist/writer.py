@@ -17,6 +17,7 @@ provider that fails all end in the templated section, and the report says which 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,6 +199,7 @@ def _strip(text: str) -> str:
     return unfence(text)
 
 
+@functools.lru_cache(maxsize=1)
 def prompts() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES / "prompts"),
                               undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
