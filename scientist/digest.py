@@ -27,7 +27,7 @@ from scientist.notebook import Notebook, measured_delta, reference
 from scientist.promotion import CONFIRMED, IMPROVED, PROMOTED, RAW, SEALED, Promotion
 from scientist.references import Reference, parse_references
 from scientist.stats import CONFIDENCE, POWER
-from scientist.variant import DONE, FAILED, INVALID, REJECTED, Variant
+from scientist.variant import CLEAN, DONE, FAILED, INVALID, REJECTED, Variant
 from scientist.workspace import Workspace
 
 try:
@@ -251,7 +251,9 @@ def _step(v: Variant, by_id: dict[int, Variant]) -> dict[str, Any]:
 
 
 def _top(variants: list[Variant], maximize: bool) -> list[Variant]:
-    done = [v for v in variants if v.fitness is not None]
+    """By raw mean, as the report's table ranks them: clean variants only (a suspicious or
+    violated one is never a candidate, `scientist.integrity`)."""
+    done = [v for v in variants if v.fitness is not None and v.integrity == CLEAN]
     return sorted(done, key=lambda v: (-v.fitness if maximize else v.fitness, v.id))[:TOP]
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from scientist.notebook import measured_delta
 from scientist.promotion import CONFIRMED, CONFIRMING, PROMOTED, RAW, UNCONFIRMED
-from scientist.variant import FAILED, Variant
+from scientist.variant import CLEAN, FAILED, Variant
 
 MAX_LOG_BYTES = 5_000_000  # a train_log.json larger than this is not read
 MAX_CURVES = 3  # keys of a training log drawn
@@ -174,7 +174,8 @@ def _lineage(fig, *, variants, best, labels, metric, **_) -> str | tuple[None, s
 
 
 def _spread(fig, *, variants, labels, best, metric, maximize, **_) -> str | tuple[None, str]:
-    done = [v for v in variants if v.fitness is not None and v.result is not None and v.result.values]
+    done = [v for v in variants if v.fitness is not None and v.result is not None and v.result.values
+            and v.integrity == CLEAN]  # the report's top table: a suspicious variant is no candidate
     if not done:
         return None, "no variant has per-seed values"
     top = sorted(done, key=lambda v: (-v.fitness if maximize else v.fitness, v.id))[:TOP_SPREAD]
