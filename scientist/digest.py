@@ -39,6 +39,8 @@ TOP = 8  # variants in the digest's top list
 DIFF_LINES = 120  # lines of the best variant's diff the digest carries
 NOTEBOOK_CHARS = 6000
 EXAMPLES = 5  # failed variants described
+LINEAGE = 24  # steps of the best's lineage (the first and the last ones of a longer one)
+CONFIRMATIONS = 30  # the latest confirmations (a long run's prompt stays bounded)
 
 
 def r6(x: float | None) -> float | None:
@@ -108,6 +110,7 @@ def build(run_dir: Path) -> dict[str, Any]:
         "reported_baselines": _reported(baseline, best, (manifest.get("fitness") or {}).get("baselines")),
         "confirmed_best": None if best is None else {
             **_variant(best), "is_the_baseline": baseline is not None and best.id == baseline.id,
+            "steps_from_baseline": max(0, len(lineage) - 1),
             "raw_difference_to_baseline": r6(best.fitness - baseline.fitness)
             if baseline is not None and best.fitness is not None and baseline.fitness is not None else None},
         "improvement_confirmed": improved,
@@ -119,14 +122,15 @@ def build(run_dir: Path) -> dict[str, Any]:
         "noise_floor": None if noise is None else {
             "sd_between_baseline_seeds": r6(noise.sd), "baseline_seeds": noise.n,
             "smallest_confirmable_improvement": r6(noise.detectable)},
-        "confirmations": [_comparison(c, maximize) for c in comparisons],
+        "confirmations": _capped([_comparison(c, maximize) for c in comparisons], CONFIRMATIONS),
+        "confirmation_attempts": len(comparisons),
         "untested_leads": sum(e["kind"] == "untested" for e in events),
         "sealed_test": None if sealed is None else _comparison(sealed, maximize),
         "cost": {"training_runs_exploring": sum(len(v.result.seeds) for v in variants if v.result),
                  "training_runs_confirming": sum(c.evaluations for c in comparisons),
                  "training_runs_sealed_test": sealed_runs,
                  "confirmation_minutes": confirm_minutes},
-        "lineage_of_confirmed_best": [_step(v, by_id) for v in lineage],
+        "lineage_of_confirmed_best": _capped([_step(v, by_id) for v in lineage], LINEAGE),
         "diff_of_confirmed_best": _diff(run_dir / "repo", baseline, best),
         "top_variants_by_raw_mean": [
             {**_variant(v, brief=True), "claim": "confirmed best" if best and v.id == best.id
@@ -303,6 +307,13 @@ def _diff(repo: Path, baseline: Variant | None, best: Variant | None) -> str:
     lines = raw.splitlines()
     return "\n".join(lines[:DIFF_LINES]) + (f"\n... ({len(lines) - DIFF_LINES} more lines)"
                                             if len(lines) > DIFF_LINES else "")
+
+
+def _capped(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """At most n items: the first and the last n - 1, with a marker of what was left out."""
+    if len(items) <= n:
+        return items
+    return [items[0], {"left_out": len(items) - n}] + items[-(n - 1):]
 
 
 def _short(text: str, n: int) -> str:

@@ -494,8 +494,6 @@ def write_report(run_dir: Path, *, compile_pdf: bool | None = None, client: Any 
     folder = run_dir / "report"
     folder.mkdir(exist_ok=True)
     d = digests.build(run_dir)
-    if d["confirmed_best"] is not None:
-        d["confirmed_best"]["steps_from_baseline"] = max(0, len(d["lineage_of_confirmed_best"]) - 1)
     (folder / "digest.json").write_text(digests.dumps(d))
     made, missing = figs.draw(run_dir, folder, **_figure_data(run_dir))
     labels = {f.label: FIGURE_WHAT[f.label] for f in made}

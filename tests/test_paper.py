@@ -367,3 +367,45 @@ def test_tex_cannot_read_files_outside_the_report_folder(tmp_path):
     rep = compile_tex(tex, tex_engine())
     assert rep.pdf is None and "/etc/hostname" in rep.message
     assert SAFE_TEX_ENV["openin_any"] == "p"
+
+
+def test_a_run_with_a_model_ends_with_its_paper_and_review(toy, make_run):
+    """The loop's end: a toy run whose proposals, sections and review all come from the
+    local LLM server; the report is written by the model, reviewed, and compiled."""
+    from test_llm import toy_brain
+
+    def brain(req: Request) -> str:
+        if SECTION.search(req.first_user) or "Review this report" in req.first_user:
+            return brain_with()(req)
+        return toy_brain(req)
+
+    toy.set_scale(training_seeds=1)
+    with FakeLLM(brain=brain) as server:
+        run, out = make_run(toy, model="openai/gpt-4o-mini", api_base=server.openai_base,
+                            llm_backoff=0.01, iterations=2, report=True)
+        run.execute()
+    folder = run.dir / "report"
+    s = json.loads((folder / "sections.json").read_text())
+    assert [x["source"] for x in s] == ["model"] * 7
+    assert json.loads((folder / "review.json").read_text())["review"]["overall"] == 5
+    assert (folder / "report.html").is_file() and "Automated review" in (folder / "report.tex").read_text()
+    assert f"report: {folder / 'report.html'}" in out.getvalue()
+    if tex_engine() is not None:
+        assert (folder / "report.pdf").is_file(), out.getvalue()[-2000:]
+
+
+def test_a_long_lineage_keeps_the_prompt_bounded(run):  # noqa: F811
+    from test_report import TRAIN, result
+
+    parent = 0
+    for i in range(1, 31):
+        parent = run.add(parent, i, f"Step {i}", result(0.5 + i / 100, 0.51 + i / 100, 0.52 + i / 100),
+                         train=TRAIN.replace("0.1", f"0.1{i}"))
+    run.promote(parent, 0)
+    write_report(run.dir, compile_pdf=False)
+    d = json.loads((run.dir / "report" / "digest.json").read_text())
+    chain = d["lineage_of_confirmed_best"]
+    assert len(chain) == 25 and chain[1] == {"left_out": 7}  # 24 steps and the marker and chain[-1]["name"] == "v0030"
+    assert d["confirmed_best"]["steps_from_baseline"] == 30
+    tex = (run.dir / "report" / "report.tex").read_text()
+    assert "v0030 is 30 steps from the baseline" in tex and "(7 more steps left out here)" in tex
