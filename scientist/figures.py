@@ -82,6 +82,38 @@ def draw(run_dir: Path, folder: Path, variants: list[Variant], labels: dict[int,
     return made, missing
 
 
+# what each figure shows, for the model's prompt; and the section it goes into
+WHAT = {"fig:fitness": "fitness of every variant over the iterations, error bars, the confirmed best",
+        "fig:lineage": "the tree of variants, the confirmed best's ancestry highlighted",
+        "fig:spread": "per-seed values of the top variants by raw mean",
+        "fig:predictions": "predicted against measured change of the fitness",
+        "fig:curves": "learning curves of the baseline and the confirmed best"}
+SECTION = {"fig:fitness": "results", "fig:spread": "results", "fig:curves": "results",
+           "fig:lineage": "method", "fig:predictions": "discussion"}
+
+
+def data(run_dir: Path) -> dict[str, Any]:
+    """What `draw` needs, read from the run folder's archive."""
+    from scientist.archive import Archive
+    from scientist.promotion import Promotion
+
+    archive = Archive(run_dir / "archive.sqlite")
+    try:
+        archive.maximize = maximize = bool(archive.get_meta("maximize", True))
+        promotion = Promotion.of(archive)
+        variants = archive.all()
+        by_id = {v.id: v for v in variants}
+        comparisons = promotion.comparisons()
+        promotions = [by_id[c.challenger_id] for c in comparisons
+                      if c.decision == PROMOTED and c.challenger_id in by_id]
+        metric = archive.get_meta("metric") or "fitness"
+        return {"variants": variants, "labels": promotion.labels(), "best": promotion.best(),
+                "promotions": promotions, "comparisons": comparisons, "metric": metric,
+                "maximize": maximize}
+    finally:
+        archive.close()
+
+
 # --- the figures --------------------------------------------------------------------------
 
 def _claim(v: Variant, labels: dict[int, str]) -> str:

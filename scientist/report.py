@@ -1,7 +1,11 @@
-"""Report: a run folder rendered as a LaTeX report (and a PDF when TeX is installed).
+"""Report: a run folder rendered as a short paper, report.tex (a PDF when TeX is installed)
+and report.html, with the run's data as appendices.
 
 Every number in the report is read from the run folder (archive, config, git repo) and
-formatted here; the template `templates/report/report.tex.j2` only lays it out.
+formatted here; the template `templates/report/report.tex.j2` only lays it out. The written
+sections come from `scientist.writer` (templated, or by the run's model and checked against
+the digest, `scientist.digest`), the figures from `scientist.figures`, the web page from
+`scientist.html`; `write_report` puts them together.
 
 Template syntax: jinja2 with LaTeX-friendly delimiters, so TeX's own braces and `%`
 stay untouched:
@@ -495,15 +499,15 @@ def write_report(run_dir: Path, *, compile_pdf: bool | None = None, client: Any 
     folder.mkdir(exist_ok=True)
     d = digests.build(run_dir)
     (folder / "digest.json").write_text(digests.dumps(d))
-    made, missing = figs.draw(run_dir, folder, **_figure_data(run_dir))
-    labels = {f.label: FIGURE_WHAT[f.label] for f in made}
+    made, missing = figs.draw(run_dir, folder, **figs.data(run_dir))
+    labels = {f.label: figs.WHAT[f.label] for f in made}
     sections = writer.write_sections(d, {**labels, "sec:claims": "the appendix on claims"}, client,
                                      on_progress=on_progress)
     writer.record(sections, folder / "sections.json")
     refs = digests.references(run_dir)
     (folder / "references.bib").write_text(bibtex(refs), encoding="ascii")
     review = _review(folder)
-    context.update(_paper(sections, made, missing, refs, review, client))
+    context.update(writer.paper_context(sections, made, missing, refs, review, client))
     tex = folder / "report.tex"
     tex.write_text(render(context), encoding="ascii")
     from scientist.html import write_html
@@ -527,39 +531,11 @@ def write_report(run_dir: Path, *, compile_pdf: bool | None = None, client: Any 
                         next(x for x in writer.SPECS if x.name == s.name), d, labels),
                         "template", why, s.attempts) for s in sections]
         writer.record(sections, folder / "sections.json")
-        context.update(_paper(sections, made, missing, refs, review, client))
+        context.update(writer.paper_context(sections, made, missing, refs, review, client))
         tex.write_text(render(context), encoding="ascii")
         write_html(folder / "report.html", context)
         rep = compile_tex(tex, command)
     return Report(rep.tex, rep.pdf, rep.message, rep.log, html=folder / "report.html")
-
-
-# what each figure shows, for the model's prompt; and the section it goes into
-FIGURE_WHAT = {"fig:fitness": "fitness of every variant over the iterations, error bars, the confirmed best",
-               "fig:lineage": "the tree of variants, the confirmed best's ancestry highlighted",
-               "fig:spread": "per-seed values of the top variants by raw mean",
-               "fig:predictions": "predicted against measured change of the fitness",
-               "fig:curves": "learning curves of the baseline and the confirmed best"}
-FIGURE_SECTION = {"fig:fitness": "results", "fig:spread": "results", "fig:curves": "results",
-                  "fig:lineage": "method", "fig:predictions": "discussion"}
-
-
-def _figure_data(run_dir: Path) -> dict[str, Any]:
-    archive = Archive(run_dir / "archive.sqlite")
-    try:
-        archive.maximize = maximize = bool(archive.get_meta("maximize", True))
-        promotion = Promotion.of(archive)
-        variants = archive.all()
-        by_id = {v.id: v for v in variants}
-        comparisons = promotion.comparisons()
-        promotions = [by_id[c.challenger_id] for c in comparisons
-                      if c.decision == PROMOTED and c.challenger_id in by_id]
-        metric = archive.get_meta("metric") or "fitness"
-        return {"variants": variants, "labels": promotion.labels(), "best": promotion.best(),
-                "promotions": promotions, "comparisons": comparisons, "metric": metric,
-                "maximize": maximize}
-    finally:
-        archive.close()
 
 
 def _review(folder: Path) -> dict[str, Any] | None:
@@ -567,37 +543,3 @@ def _review(folder: Path) -> dict[str, Any] | None:
         return json.loads((folder / "review.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _paper(sections: list, figures: list, missing: dict[str, str], refs: list, review: Any,
-           client: Any) -> dict[str, Any]:
-    """The written part of the report's context: sections, figures, bibliography, review."""
-    from scientist.review import review_tex
-
-    by_model = [s.title for s in sections if s.source == "model"]
-    fallback = [f"{s.title} ({s.note})" for s in sections if s.source == "template" and s.note]
-    if client is None:
-        note = ("The sections were written from templates filled with the run's data (no language "
-                "model was asked); every number in them is in report/digest.json.")
-    else:
-        note = (f"Sections written by the language model {client.settings.model}"
-                + (f": {', '.join(by_model)}" if by_model else ": none")
-                + ", each checked against the run's data (report/digest.json)"
-                + (f". Templated instead: {'; '.join(fallback)}" if fallback else "") + ".")
-    numbered = []
-    for i, f in enumerate((f for f in figures), 1):
-        numbered.append({"label": f.label, "stem": f.stem, "caption": Tex(f.caption), "svg": f.svg,
-                         "number": i, "section": FIGURE_SECTION.get(f.label, "results")})
-    # LaTeX numbers figures in the order they appear, which is the body's section order
-    order = {s.name: k for k, s in enumerate(sections)}
-    numbered.sort(key=lambda f: (order.get(f["section"], 99), f["number"]))
-    for i, f in enumerate(numbered, 1):
-        f["number"] = i
-    return {"sections": {s.name: {"title": s.title, "tex": Tex(s.tex), "note": s.note, "source": s.source}
-                         for s in sections},
-            "body": [{"name": s.name, "title": s.title, "tex": Tex(s.tex), "note": s.note,
-                      "source": s.source} for s in sections if s.name != "abstract"],
-            "written": {"note": note, "by_model": by_model},
-            "figures": numbered, "missing_figures": missing,
-            "bibliography": [{"key": r.key, "text": r.plain()} for r in refs],
-            "review": review, "review_tex": review_tex(review) if review else Tex("")}

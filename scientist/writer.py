@@ -250,3 +250,39 @@ def _json(path: Path) -> dict[str, Any]:
 def record(sections: list[Section], path: Path) -> None:
     """report/sections.json: which sections the model wrote, and every draft's problems."""
     path.write_text(json.dumps([asdict(s) for s in sections], indent=1))
+
+
+def paper_context(sections: list, figures: list, missing: dict[str, str], refs: list, review: Any,
+           client: Any) -> dict[str, Any]:
+    """The written part of the report's context: sections, figures, bibliography, review."""
+    from scientist.figures import SECTION
+    from scientist.latex import Tex
+    from scientist.review import review_tex
+
+    by_model = [s.title for s in sections if s.source == "model"]
+    fallback = [f"{s.title} ({s.note})" for s in sections if s.source == "template" and s.note]
+    if client is None:
+        note = ("The sections were written from templates filled with the run's data (no language "
+                "model was asked); every number in them is in report/digest.json.")
+    else:
+        note = (f"Sections written by the language model {client.settings.model}"
+                + (f": {', '.join(by_model)}" if by_model else ": none")
+                + ", each checked against the run's data (report/digest.json)"
+                + (f". Templated instead: {'; '.join(fallback)}" if fallback else "") + ".")
+    numbered = []
+    for i, f in enumerate((f for f in figures), 1):
+        numbered.append({"label": f.label, "stem": f.stem, "caption": Tex(f.caption), "svg": f.svg,
+                         "number": i, "section": SECTION.get(f.label, "results")})
+    # LaTeX numbers figures in the order they appear, which is the body's section order
+    order = {s.name: k for k, s in enumerate(sections)}
+    numbered.sort(key=lambda f: (order.get(f["section"], 99), f["number"]))
+    for i, f in enumerate(numbered, 1):
+        f["number"] = i
+    return {"sections": {s.name: {"title": s.title, "tex": Tex(s.tex), "note": s.note, "source": s.source}
+                         for s in sections},
+            "body": [{"name": s.name, "title": s.title, "tex": Tex(s.tex), "note": s.note,
+                      "source": s.source} for s in sections if s.name != "abstract"],
+            "written": {"note": note, "by_model": by_model},
+            "figures": numbered, "missing_figures": missing,
+            "bibliography": [{"key": r.key, "text": r.plain()} for r in refs],
+            "review": review, "review_tex": review_tex(review) if review else Tex("")}

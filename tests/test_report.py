@@ -277,10 +277,10 @@ def fitness_axes(run_dir: Path):
     from matplotlib import pyplot as plt
 
     from scientist.figures import _fitness
-    from scientist.report import _figure_data
+    from scientist.figures import data
 
     fig = plt.figure()
-    _fitness(fig, **_figure_data(run_dir), run_dir=run_dir)
+    _fitness(fig, **data(run_dir), run_dir=run_dir)
     return fig.axes[0]
 
 
