@@ -390,8 +390,12 @@ def test_a_run_with_a_model_ends_with_its_paper_and_review(toy, make_run):
     assert json.loads((folder / "review.json").read_text())["review"]["overall"] == 5
     assert (folder / "report.html").is_file() and "Automated review" in (folder / "report.tex").read_text()
     assert f"report: {folder / 'report.html'}" in out.getvalue()
-    if tex_engine() is not None:
+    if tex_engine() is not None and shutil.which("pdftoppm"):
         assert (folder / "report.pdf").is_file(), out.getvalue()[-2000:]
+        boxes = figure_boxes(folder / "report.pdf", folder / "report.tex")
+        assert len(boxes) >= 3
+        for number, (page, box) in boxes.items():
+            assert colour_pixels(folder / "report.pdf", page, box) > 25, f"figure {number} looks empty"
 
 
 def test_a_long_lineage_keeps_the_prompt_bounded(run):  # noqa: F811
