@@ -81,7 +81,7 @@ def with_model(r: FakeRun, server: FakeLLM, protocol: str = "openai", **cfg) -> 
     config = json.loads((r.dir / "config.json").read_text())
     model, base = (("openai/paper-writer", server.openai_base) if protocol == "openai"
                    else ("anthropic/claude-test", server.anthropic_base))
-    config.update(model=model, api_base=base, llm_backoff=0.01, llm_retries=0, **cfg)
+    config.update({"model": model, "api_base": base, "llm_backoff": 0.01, "llm_retries": 0, **cfg})
     (r.dir / "config.json").write_text(json.dumps(config))
 
 
@@ -413,3 +413,17 @@ def test_a_long_lineage_keeps_the_prompt_bounded(run):  # noqa: F811
     assert d["confirmed_best"]["steps_from_baseline"] == 30
     tex = (run.dir / "report" / "report.tex").read_text()
     assert "v0030 is 30 steps from the baseline" in tex and "(7 more steps left out here)" in tex
+
+
+def test_a_provider_that_is_down_is_asked_once_not_for_every_part(full_run):  # noqa: F811
+    from llm_server import Status
+
+    with FakeLLM() as server:
+        server.queue(*[Status(503, "overloaded")] * 20)
+        with_model(full_run, server, llm_retries=1)
+        rep, record = publish(full_run.dir, review=True, compile_pdf=False)
+        assert len(server.requests) == 2  # the first section, retried once; then nothing more
+    assert "could not be asked" in record["missing"] and "503" in record["missing"]
+    s = sections(full_run)
+    assert all(x["source"] == "template" and "kept failing" in x["note"] for x in s.values())
+    assert r"\textbf{The automated review is missing}" in rep.tex.read_text()
