@@ -375,7 +375,10 @@ def test_interrupt_then_resume(toy, runs_dir, scientist_cli, sig):
 
 
 def test_a_run_in_use_cannot_be_resumed_twice(toy, runs_dir, scientist_cli):
-    proc = start_slow_run(toy, runs_dir, iterations=4)  # long enough for two CLI start-ups
+    # the baseline's training sleeps far longer than three CLI start-ups take even under load
+    # (a run of 1 s steps could end before `show` started, on a loaded machine); killed below
+    toy.set_scale(training_seeds=1, timeout=300).add_to_train("time.sleep(240)")
+    proc = popen_cli(*run_args(toy, runs_dir, 1), cwd=toy.path.parent)
     try:
         wait_until_training(runs_dir / "r", proc, 0)
         p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir))
