@@ -73,7 +73,8 @@ class Integrity:
     """What makes a fitness implausible for this seed (`[integrity]` in seed.toml): a variant
     is labelled `suspicious` when its fitness is past `ceiling`, or when it beats the
     `holdout` metric (measured the same way on data selection never sees) by more than
-    `max_gap` in the fitness's direction."""
+    `max_gap` in the fitness's direction (`inf`: no gap check, e.g. at a scale too small for
+    the gap to be more than noise)."""
 
     ceiling: float | None = None
     holdout: str = ""
@@ -203,7 +204,7 @@ def _integrity(get: _Getter, key: str = "integrity", base: Integrity | None = No
     nan = math.nan
     ceiling = get.number(f"{key}.ceiling", required=False,
                          default=nan if base.ceiling is None else base.ceiling)
-    gap = get.number(f"{key}.max_gap", required=False,
+    gap = get.number(f"{key}.max_gap", required=False, infinite=True,  # inf: no gap check
                      default=nan if base.max_gap is None else base.max_gap)
     holdout = get.str(f"{key}.holdout", required=False) or base.holdout
     if holdout and math.isnan(gap):
@@ -281,11 +282,14 @@ class _Getter:
             raise SeedError(f"{self.where}: field '{key}' must be a non-empty string")
         return v.strip()
 
-    def number(self, key: str, required: bool = True, default: float = 0) -> float:
+    def number(self, key: str, required: bool = True, default: float = 0,
+               infinite: bool = False) -> float:
+        """A finite number (or, with `infinite`, also TOML's `inf`)."""
         v = self._get(key, required)
         if v is None:
             return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        ok = math.isfinite(v) or (infinite and v == math.inf) if isinstance(v, (int, float)) else False
+        if isinstance(v, bool) or not ok:
             raise SeedError(f"{self.where}: field '{key}' must be a number, not {v!r}")
         return v
 
