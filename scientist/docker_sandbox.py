@@ -146,7 +146,10 @@ class DockerSandbox:
         import docker.errors
         import requests
 
-        group = self.gpus.acquire() if self.gpus else None  # waiting for GPUs is not the step's time
+        # the GPUs of the step's seed-job (its executor slot's), else one group of the pool;
+        # waiting for GPUs is not the step's time
+        pooled = step.gpus is None and self.gpus is not None
+        group = list(step.gpus) if step.gpus else self.gpus.acquire() if pooled else None
         start = time.monotonic()
         container = None
         try:
@@ -174,7 +177,7 @@ class DockerSandbox:
             for f in step.outputs:  # nothing written: as if there were no file (as locally)
                 if f.is_file() and f.stat().st_size == 0:
                     f.unlink()
-            if group is not None:
+            if pooled and group is not None:
                 self.gpus.release(group)
 
     def _user(self) -> tuple[int, int]:

@@ -70,6 +70,8 @@ class Step:
     ipc_writable: bool = False  # the learner's (it binds the socket); the judge only connects
     hidden: tuple[Path, ...] = ()  # host paths the step must not see even where a system
     #                                folder holds them (the evaluation data, for train/learner)
+    gpus: tuple[str, ...] | None = None  # the GPUs of the seed-job's slot (None: the
+    #                                      sandbox's own choice; the Docker sandbox's pool)
 
 
 @dataclass(frozen=True)
