@@ -36,6 +36,8 @@ class Progress:
         self.total = total
         self.start = time.monotonic() - elapsed_before
         self.best: Fitness | None = None
+        self._held: list[str] | None = None  # lines kept back while a human is asked
+        self._lock = threading.Lock()
 
     @property
     def elapsed(self) -> float:
@@ -44,8 +46,26 @@ class Progress:
     def line(self, k: int | None, text: str) -> None:
         it = "baseline" if k == 0 else f"iter {k}/{self.total}" if k else "        "
         best = f"best {self.best}" if self.best is not None else "best —"
-        self.console.print(f"[dim]{hms(self.elapsed)}[/] [bold]{it:>11}[/] {text}  [dim]({best})[/]",
-                           highlight=False)
+        text = f"[dim]{hms(self.elapsed)}[/] [bold]{it:>11}[/] {text}  [dim]({best})[/]"
+        with self._lock:
+            if self._held is not None:
+                self._held.append(text)
+                return
+            self.console.print(text, highlight=False)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep lines back while a prompt waits for an answer (other threads go on working
+        and reporting), then print them."""
+        with self._lock:
+            self._held = []
+        try:
+            yield
+        finally:
+            with self._lock:
+                lines, self._held = self._held or [], None
+                for text in lines:
+                    self.console.print(text, highlight=False)
 
     def seed_done(self, k: int, v: Variant, r: SeedResult, metric: str) -> None:
         if r.ok:
