@@ -144,11 +144,15 @@ class Run:
         archive.set_meta("proposer_uses_llm", proposer.uses_llm)
         archive.set_meta("sandbox", config.sandbox)
         archive.set_meta("proposer_description", proposer.describe())
-        # the label ties every process the run starts to this run folder, so a resume
-        # can find what a killed orchestrator left behind
-        label = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+        label = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]  # see `label`
         return cls(run_dir, config, seed, archive, Workspace(run_dir / REPO),
                    sandbox_for(config, label), proposer, policy, gate, console)
+
+    @property
+    def label(self) -> str:
+        """Ties every process and job the run starts to its folder, so that a resume can find
+        what a killed orchestrator left behind (cgroups, containers, Slurm jobs)."""
+        return hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:16]
 
     # --- the loop -----------------------------------------------------------------------
     def banner(self) -> str:
@@ -191,6 +195,8 @@ class Run:
         if best is not None:  # (a run from before confirmations may have tagged a raw one)
             self.progress.best = self.archive.fitness(best)
             self.workspace.tag_best(best.commit)
+        if not (self.dir / PRISTINE / MANIFEST).is_file():  # the run's own seed (nodes load it)
+            self.workspace.export("v0000", self.dir / PRISTINE)
         events: queue.Queue = queue.Queue()
         self.executor = self._executor(workers, threads, events)
         self.confirmer = Confirmer(self.promotion, self.archive, self.workspace, self.progress,
