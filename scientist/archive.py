@@ -115,7 +115,11 @@ class Archive:
         have = {r[1] for r in self.db.execute("PRAGMA table_info(variants)")}
         for col, kind in ADDED_COLUMNS.items():
             if col not in have:
-                self.db.execute(f"ALTER TABLE variants ADD COLUMN {col} {kind}")
+                try:
+                    self.db.execute(f"ALTER TABLE variants ADD COLUMN {col} {kind}")
+                except sqlite3.OperationalError as e:  # another process (a reader) added it
+                    if "duplicate column" not in str(e):
+                        raise
         self.jobs = Jobs(self.db, self._tx)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,38 +86,6 @@ def last_line(path: Path, n: int = 4096) -> str:
     except OSError:
         return ""
     return shorten(redact(lines[-1]), 90) if lines else ""  # a running step's log: not yet redacted
-
-
-@contextmanager
-def heartbeat(progress: Progress, k: int, v: Variant, folder: Path, every: float = 30.0,
-              seeds: Iterable[int] | None = None, prefix: str = "") -> Iterator[set[int]]:
-    """While a variant runs, print every `every` seconds what each training seed is doing:
-    its running step and the last line that step printed. Only `seeds` are watched (default:
-    every seed folder); add a seed to the yielded set when it is done, and it is left out.
-    `prefix` names the folders of another evaluation set (`sealed-`)."""
-    stop = threading.Event()
-    done: set[int] = set()
-    watched = None if seeds is None else set(seeds)
-
-    def beat() -> None:
-        while not stop.wait(every):
-            for d in sorted(folder.glob(f"{prefix}seed-*")):
-                logs = [p for p in (d / "train.out", d / "evaluate.out") if p.exists()]
-                s = int(d.name.rsplit("-", 1)[1])
-                if not logs or s in done or (watched is not None and s not in watched):
-                    continue
-                log = max(logs, key=lambda p: p.stat().st_mtime)
-                step = "training" if log.name == "train.out" else "evaluating"
-                progress.line(k, f"{v.name} {d.name.replace('-', ' ')} {step}: "
-                                 f"[dim]{last_line(log) or '(no output yet)'}[/]")
-
-    t = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{v.name}")
-    t.start()
-    try:
-        yield done
-    finally:
-        stop.set()
-        t.join()
 
 
 def best_table(variants: list[Variant], maximize: bool, metric: str, n: int = 10,

@@ -15,8 +15,9 @@ What a step's container gets (and nothing more):
 - memory (swap off), shared memory, process and CPU limits from the seed's scale; a
   non-root user, all capabilities dropped, no privilege escalation;
 - an environment built from the local sandbox's allow-list (no API keys or secrets);
-- GPUs only when asked for: a `DeviceRequest` for one group of device ids per running
-  step (groups taken from the user's `--gpus` list), CPU-only otherwise.
+- GPUs only when asked for: a `DeviceRequest` for the group of device ids of the step's
+  seed-job (each of the scheduler's slots owns one group of the user's `--gpus` list, and
+  every step of a job, train, judge and learner, gets its slot's), CPU-only otherwise.
 
 Host paths are mounted at the same paths inside the container, so the seed's commands
 run unchanged. A container that outlives its wall-clock limit is killed; whether the

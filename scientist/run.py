@@ -239,6 +239,9 @@ class Run:
             self.console.print(f"[yellow]Interrupted.[/] The archive is intact; continue with "
                                f"`scientist resume {self.dir.name}`.")
             raise
+        except BaseException:  # the framework failed (e.g. a tampered repository): end the jobs
+            self.executor.cancel_all()
+            raise
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.sandbox.kill_all()

@@ -155,6 +155,7 @@ class Scheduler:
         self.not_before: dict[int, float] = {}  # job id -> when it may run again (infra)
         self.infra: dict[int, int] = {}  # job id -> sandbox failures so far
         self.making: dict[int, Making] = {}  # variant id -> proposal being made or reviewed
+        self.calling: set[int] = set()  # variant ids whose proposer thread is still working
         self.started: set[int] = set()  # exploration variants with a job submitted
         self.confirming: Comparison | None = None
         self.batch_start = 0.0
@@ -167,28 +168,35 @@ class Scheduler:
     # --- the loop --------------------------------------------------------------------
     def loop(self) -> None:
         """Run until nothing is left to do; raises Stop (after a clean stop has drained)."""
-        self.restore()
-        while True:
-            self.drain_ledger()
-            if self.stop is not None and not self.stop.drain:
-                self.executor.cancel_all()
-                raise self.stop
-            self.fill()
-            if self.stop is not None and not self.stop.drain:
-                continue
-            if self.finished():
-                if self.stop is None and self.begin_sealed():
-                    continue
-                if self.stop is not None:
+        try:
+            self.restore()
+            while True:
+                self.drain_ledger()
+                if self.stop is not None and not self.stop.drain:
+                    self.executor.cancel_all()
                     raise self.stop
-                return
-            self.executor.idle()
-            try:
-                ev = self.events.get(timeout=self.timeout())
-            except queue.Empty:
-                self.beat()
-                continue
-            self.handle(ev)
+                self.fill()
+                if self.stop is not None and not self.stop.drain:
+                    continue
+                if self.finished():
+                    if (self.stop is None or not self.stop.failed) and self.begin_sealed():
+                        continue
+                    if self.stop is not None:
+                        raise self.stop
+                    return
+                self.wait()
+        finally:
+            self.drain_ledger()
+
+    def wait(self) -> None:
+        """Until the next event (or the next heartbeat, or a job's retry is due)."""
+        self.executor.idle()
+        try:
+            ev = self.events.get(timeout=self.timeout())
+        except queue.Empty:
+            self.beat()
+            return
+        self.handle(ev)
 
     def handle(self, ev: object) -> None:
         if isinstance(ev, JobOutcome):
@@ -206,6 +214,8 @@ class Scheduler:
 
     def finished(self) -> bool:
         if self.flight or self.confirming is not None or self.sealing is not None:
+            return False
+        if self.calling:  # LLM calls in flight are paid for: their replies are recorded
             return False
         if self.stop is None and (self.making or self.queue or self.can_propose(check=False)):
             return False
@@ -418,7 +428,8 @@ class Scheduler:
                 return False
         else:
             waiting = sum(1 for v in self.unfinished() if v.id not in self.started)
-            if waiting >= self.ahead or len(self.unfinished()) + len(self.making) >= self.cap:
+            if (waiting + len(self.making) >= self.ahead
+                    or len(self.unfinished()) + len(self.making) >= self.cap):
                 return False
         if not check:
             return True
@@ -483,11 +494,13 @@ class Scheduler:
             return
         # a daemon thread: a Ctrl-C does not wait for an LLM call in flight (its reply, if
         # it comes, is cached for the resume); at most `ahead` of them at a time
+        self.calling.add(m.k)
         threading.Thread(target=lambda: self.events.put(propose(self.run, m)), daemon=True,
                          name=f"proposal-v{m.k:04d}").start()
 
     def proposal_ready(self, ev: Ready) -> None:
         m, e = ev.making, ev.error
+        self.calling.discard(m.k)
         if m.k not in self.making:
             return  # abandoned (a stop)
         run = self.run
