@@ -1,4 +1,4 @@
-"""Command line: `scientist run | resume | runs | show | report | sandbox build | doctor`."""
+"""Command line: `scientist run | resume | runs | show | report | review | sandbox build | doctor`."""
 
 from __future__ import annotations
 
@@ -115,13 +115,22 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--logs", action="store_true", help="print the full logs of each seed")
     sh.set_defaults(func=cmd_show)
 
-    rep = sub.add_parser("report", help="write (and compile) a run's LaTeX report")
-    rep.add_argument("run", help="run id, run folder, or 'latest'")
-    rep.add_argument("--no-pdf", action="store_true", help="write report.tex only")
+    rep = sub.add_parser("report", help="write a run's report (report.html, report.tex, and "
+                                        "report.pdf with TeX); with the run's LLM, it writes the sections")
+    rv = sub.add_parser("review", help="an LLM reviews a run's report as a venue's reviewer would "
+                                       "(report/review.json), and the report is written again with it")
+    for q in (rep, rv):
+        q.add_argument("run", help="run id, run folder, or 'latest'")
+        q.add_argument("--no-pdf", action="store_true", help="do not compile report.tex")
+        q.add_argument("--model", help="the LLM (default: the run's own --model)")
+        q.add_argument("--api-base", help="its base URL (default: the run's, unless --model is given)")
+    rep.add_argument("--no-llm", action="store_true",
+                     help="templated sections, even when the run has a model")
     rep.set_defaults(func=cmd_report)
+    rv.set_defaults(func=cmd_review)
 
     _sandbox_parsers(sub)
-    for q in (r, s, ls, sh, rep):
+    for q in (r, s, ls, sh, rep, rv):
         q.add_argument("--runs-dir", default=None,
                        help=f"folder of run folders (default: {DEFAULT_RUNS_DIR})")
     return p
@@ -424,12 +433,39 @@ def _llm_cell(u) -> str:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from scientist.report import write_report
+    from scientist.paper import publish
 
     run_dir = resolve_run(a.run, a.runs_dir)
-    rep = write_report(run_dir, compile_pdf=False if a.no_pdf else None)
-    console.print(f"wrote {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else f" (no PDF: {rep.message})"))
+    rep, _ = publish(run_dir, use_llm=not a.no_llm, review=False, compile_pdf=False if a.no_pdf else None,
+                     model=a.model, api_base=a.api_base, on_progress=_progress)
+    _wrote(rep)
     return 0
+
+
+def cmd_review(a: argparse.Namespace) -> int:
+    from scientist.paper import publish
+
+    run_dir = resolve_run(a.run, a.runs_dir)
+    rep, record = publish(run_dir, review=True, compile_pdf=False if a.no_pdf else None,
+                          model=a.model, api_base=a.api_base, on_progress=_progress)
+    if record and "review" in record:
+        r = record["review"]
+        console.print(f"review by {record['model']}: overall {r['overall']}/10, soundness "
+                      f"{r['soundness']}/4, presentation {r['presentation']}/4, contribution "
+                      f"{r['contribution']}/4, confidence {r['confidence']}/5", markup=False)
+    else:
+        console.print(f"the review is missing: {(record or {}).get('missing', '?')}", markup=False)
+    _wrote(rep)
+    return 0 if record and "review" in record else 1
+
+
+def _progress(text: str) -> None:
+    console.print(text, style="dim", markup=False)
+
+
+def _wrote(rep) -> None:
+    console.print(f"wrote {rep.html} and {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
+                                                      f" (no PDF: {rep.message})"), markup=False)
 
 
 def _sandbox_parsers(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,11 @@
-"""Report: a run folder rendered as a LaTeX report (and a PDF when TeX is installed).
+"""Report: a run folder rendered as a short paper, report.tex (a PDF when TeX is installed)
+and report.html, with the run's data as appendices.
 
 Every number in the report is read from the run folder (archive, config, git repo) and
-formatted here; the template `templates/report/report.tex.j2` only lays it out.
+formatted here; the template `templates/report/report.tex.j2` only lays it out. The written
+sections come from `scientist.writer` (templated, or by the run's model and checked against
+the digest, `scientist.digest`), the figures from `scientist.figures`, the web page from
+`scientist.html`; `write_report` puts them together.
 
 Template syntax: jinja2 with LaTeX-friendly delimiters, so TeX's own braces and `%`
 stay untouched:
@@ -17,6 +21,7 @@ are `scientist.latex`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -32,8 +37,8 @@ import jinja2
 from scientist import resources
 from scientist.archive import Archive
 from scientist.notebook import measured_delta, reference
-from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, PROMOTED, RAW, SEALED,
-                                 UNCONFIRMED, Comparison, Promotion)
+from scientist.promotion import (IMPROVED, PROMOTED, RAW, SEALED,
+                                 Comparison, Promotion)
 from scientist.stats import Paired
 from scientist.errors import ScientistError
 from scientist.latex import (MAX_DIFF_LINES, TEX_PACKAGES, Report, Tex, compile_tex, latex_escape,
@@ -143,7 +148,6 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "top": [_view(v, labels, best) for v in top],
         "claims": claims,
         "lineage": _lineage(lineage, maximize),
-        "plot": _plot(variants, maximize, labels, claims["promotions"]),
         "failures": _failures(variants),
         "integrity": _integrity(variants, meta),
         "rejections": _rejections(events, variants),
@@ -379,54 +383,6 @@ def _lineage(chain: list[Variant], maximize: bool) -> list[dict[str, Any]]:
     return steps
 
 
-def _plot(variants: list[Variant], maximize: bool, labels: dict[int, str],
-          promotions: list[Variant]) -> dict[str, Any] | None:
-    """Coordinates for pgfplots: evaluated variants with ±1 s.e. error bars, by claim (raw,
-    confirmed, not confirmed), the confirmed best over iterations, failures at the foot."""
-    done = sorted((v for v in variants if v.fitness is not None), key=lambda v: (v.iteration, v.id))
-    failed = [v for v in variants if v.status == FAILED]
-    if not done:
-        return None
-    values = [v.fitness - (v.fitness_stderr or 0) for v in done]
-    values += [v.fitness + (v.fitness_stderr or 0) for v in done]
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
-    base = done[0] if done[0].parent_id is None else None
-    running = [(0, base.fitness)] if base is not None else []
-    for v in promotions:  # the confirmed best moves only when a variant is promoted
-        running.append((v.iteration, v.fitness))
-    last = max(v.iteration for v in done + failed)
-    if running:  # to the plot's right edge, so that the last step shows
-        running.append((last + 0.5, running[-1][1]))
-    fail_y = lo - 2 * pad
-    groups = {k: [v for v in done if labels.get(v.id, RAW) in kinds]
-              for k, kinds in (("raw", (RAW, CONFIRMING)), ("confirmed", (CONFIRMED,)),
-                               ("unconfirmed", (UNCONFIRMED,)))}
-    return {
-        **{k: _bars(vs) for k, vs in groups.items()},
-        "running": _coords(running),
-        "failed": _coords((v.iteration, fail_y) for v in failed) if failed else "",
-        "ymin": _g(fail_y - pad if failed else lo - pad), "ymax": _g(hi + pad),
-        "xmax": _g(last + 0.5), "xstep": max(1, math.ceil(last / 10)),
-    }
-
-
-def _bars(vs: list[Variant]) -> Tex:
-    """`(x,y) +- (0,e)` for pgfplots' explicit error bars (e: the standard error, 0 if none)."""
-    items = [f"({v.iteration},{_g(v.fitness)}) +- (0,{_g(v.fitness_stderr or 0.0)})" for v in vs]
-    return Tex("\n".join(" ".join(items[i:i + 4]) for i in range(0, len(items), 4)))
-
-
-def _g(x: float) -> Tex:
-    return Tex(f"{x:.10g}")
-
-
-def _coords(pairs: Any) -> Tex:
-    """`(x,y) (x,y) ...`, eight to a line: TeX reads lines into a buffer of limited size."""
-    items = [f"({x},{_g(y)})" for x, y in pairs]
-    return Tex("\n".join(" ".join(items[i:i + 8]) for i in range(0, len(items), 8)))
-
-
 def _failures(variants: list[Variant]) -> dict[str, Any]:
     """Failed and invalid variants, counted by reason, with a few examples."""
     reasons: Counter[str] = Counter()
@@ -499,39 +455,91 @@ def _finalize(value: Any) -> Any:
     return latex_escape(value)
 
 
-def render(context: dict[str, Any], template: str = "report.tex.j2") -> str:
+@functools.lru_cache(maxsize=4)  # compiled templates are kept: a report renders several
+def latex_env(folder: Path = TEMPLATES) -> jinja2.Environment:
+    """jinja2 with LaTeX-friendly delimiters (module docstring); every value escaped unless
+    it is `Tex`; filters for the numbers of the digest (`pm`, `signed`, `interval`, `g`)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+        loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined,
         block_start_string=r"\BLOCK{", block_end_string="}",
         variable_start_string=r"\VAR{", variable_end_string="}",
         comment_start_string=r"\#{", comment_end_string="}",
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         autoescape=False, finalize=_finalize)
-    env.filters["latex_escape"] = latex_escape
-    env.filters["shorten"] = shorten
-    env.filters["plural"] = plural
-    return env.get_template(template).render(**context)
+    env.filters.update(latex_escape=latex_escape, shorten=shorten, plural=plural, pm=pm, signed=signed,
+                       tex=Tex, g=lambda x: Tex(f"${x:g}$"),
+                       interval=lambda lo, hi: Tex("---") if lo is None or hi is None
+                       else Tex(f"$[{num(lo)}, {num(hi)}]$"))
+    return env
 
 
-def write_report(run_dir: Path, *, compile_pdf: bool | None = None) -> Report:
-    """Write `run_dir/report/report.tex` and compile it to report.pdf.
+def render(context: dict[str, Any], template: str = "report.tex.j2") -> str:
+    return latex_env().get_template(template).render(**context)
 
+
+def write_report(run_dir: Path, *, compile_pdf: bool | None = None, client: Any = None,
+                 on_progress: Any = None) -> Report:
+    """Write `run_dir/report/`: report.tex (compiled to report.pdf), report.html (the same
+    content for a reader without TeX), the figures, references.bib, digest.json (every
+    number the text may use) and sections.json (who wrote each section, every draft's
+    problems).
+
+    client: an LLMClient writes the sections (`scientist.writer`); None: templated text.
     compile_pdf: None compiles when a TeX engine (latexmk or pdflatex) is on PATH; True
     requires one (ScientistError if there is none, after writing the .tex); False skips.
     """
+    from scientist import digest as digests
+    from scientist import figures as figs
+    from scientist import writer
+    from scientist.references import bibtex
+
     run_dir = Path(run_dir)
     context = gather(run_dir)
     folder = run_dir / "report"
     folder.mkdir(exist_ok=True)
+    d = digests.build(run_dir)
+    (folder / "digest.json").write_text(digests.dumps(d))
+    made, missing = figs.draw(run_dir, folder, **figs.data(run_dir))
+    labels = {f.label: figs.WHAT[f.label] for f in made}
+    sections = writer.write_sections(d, {**labels, "sec:claims": "the appendix on claims"}, client,
+                                     on_progress=on_progress)
+    writer.record(sections, folder / "sections.json")
+    refs = digests.references(run_dir)
+    (folder / "references.bib").write_text(bibtex(refs), encoding="ascii")
+    review = _review(folder)
+    context.update(writer.paper_context(sections, made, missing, refs, review, client))
     tex = folder / "report.tex"
     tex.write_text(render(context), encoding="ascii")
+    from scientist.html import write_html
+
+    write_html(folder / "report.html", context)
     if compile_pdf is False:
-        return Report(tex, None, "PDF not requested")
+        return Report(tex, None, "PDF not requested", html=folder / "report.html")
     command = tex_engine()
     if command is None:
         hint = ("no TeX engine on PATH (latexmk or pdflatex); on Debian: apt-get install "
-                f"{' '.join(TEX_PACKAGES)}")
+                f"{' '.join(TEX_PACKAGES)}; the same report is in report.html")
         if compile_pdf:
             raise ScientistError(f"cannot compile {tex}: {hint}")
-        return Report(tex, None, hint)
-    return compile_tex(tex, command)
+        return Report(tex, None, hint, html=folder / "report.html")
+    rep = compile_tex(tex, command)
+    if rep.pdf is None and any(s.source == "model" for s in sections):
+        # a model's text that passed the checks and still broke TeX: never lose the report
+        why = f"TeX failed on the model's text ({rep.message.splitlines()[0][:160]})"
+        sections = [s if s.source == "template" else
+                    writer.Section(s.name, s.title, writer.templated(
+                        next(x for x in writer.SPECS if x.name == s.name), d, labels),
+                        "template", why, s.attempts) for s in sections]
+        writer.record(sections, folder / "sections.json")
+        context.update(writer.paper_context(sections, made, missing, refs, review, client))
+        tex.write_text(render(context), encoding="ascii")
+        write_html(folder / "report.html", context)
+        rep = compile_tex(tex, command)
+    return Report(rep.tex, rep.pdf, rep.message, rep.log, html=folder / "report.html")
+
+
+def _review(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "review.json").read_text())
+    except (OSError, ValueError):
+        return None

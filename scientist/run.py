@@ -409,11 +409,13 @@ class Run:
                                       labels=promotion.labels(), best_id=best.id if best else None))
         self.console.print(promotion.claim(self.seed.metric), highlight=False, markup=False)
         if status != "interrupted" and self.config.report:
-            from scientist.report import write_report
+            from scientist.paper import publish
 
-            rep = write_report(self.dir)
-            self.console.print(f"report: {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
-                                                       f" (no PDF: {rep.message})"))
+            # with an LLM, it writes the sections and reviews the report (paper.py)
+            rep, _ = publish(self.dir, use_llm=self.proposer.uses_llm, review=self.proposer.uses_llm,
+                             on_progress=lambda text: self.console.print(text, style="dim", markup=False))
+            self.console.print(f"report: {rep.html} and {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
+                                                                      f" (no PDF: {rep.message})"))
         if status != "interrupted":
             self.console.print(f"[dim]look closer: scientist show {self.dir.name} [VARIANT]; "
                                f"git -C {self.dir / REPO} log --graph --all --oneline[/]")

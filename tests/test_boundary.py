@@ -175,7 +175,7 @@ def test_a_sandbox_that_fails_once_is_retried(toy, make_run):
     try:
         assert run.execute() == 0, out.getvalue()
         assert run.archive.get(0).status == "done"
-        assert run.sandbox.calls == 5  # a train that failed; two seeds' train and evaluate
+        assert run.sandbox.calls == 5  # train (failed), then the noise floor's 2 x (train, evaluate)
         assert [j.runs for j in run.archive.jobs.where()] in ([2, 1], [1, 2])
     finally:
         run.close()
@@ -185,7 +185,8 @@ def test_a_sandbox_that_keeps_failing_stops_the_run_and_no_variant_is_failed(toy
     toy.set_scale(training_seeds=1)
     run, out = make_run(toy, iterations=2, noise_seeds=2, workers=1)
     run.infra_wait = 0.01
-    # the baseline's four steps run; from the first variant on, the sandbox is broken
+    # the baseline's four steps run (2 noise seeds x train, evaluate); from the first
+    # variant on, the sandbox is broken
     run.sandbox = Flaky(run.sandbox, lambda n: n > 4)
     try:
         assert run.execute() == 1

@@ -120,6 +120,23 @@ def test_the_sealed_test_scores_the_sealed_set_on_fresh_seeds(noisy, runs_dir):
     run.close()
 
 
+def test_both_sides_of_every_comparison_are_trained_on_the_same_fresh_seeds(noisy, runs_dir):
+    """Pairing, end to end: the challenger and the incumbent of the confirmation and of the
+    sealed test have results on exactly the comparison's seeds, and their folders exist."""
+    noisy.only_mutable(BOOST_ONLY)
+    run = claims_run(noisy, runs_dir, 0, iterations=1)
+    cs = run.promotion.comparisons(None)
+    assert [c.kind for c in cs] == ["confirm", "sealed"]
+    for c in cs:
+        a, b = (run.archive.get(i) for i in (c.challenger_id, c.incumbent_id))
+        assert [s.seed for s in c.challenger_result.seeds] == c.seeds
+        assert [s.seed for s in c.incumbent_result.seeds] == c.seeds
+        prefix = "sealed-" if c.kind == "sealed" else ""
+        for v in (a, b):
+            assert all((run.dir / "variants" / v.name / f"{prefix}seed-{s}").is_dir() for s in c.seeds)
+    run.close()
+
+
 def test_a_confirmation_interrupted_midway_resumes_on_the_same_seeds(noisy, runs_dir):
     noisy.only_mutable(BOOST_ONLY)
     calls = {"n": 0}

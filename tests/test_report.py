@@ -269,13 +269,19 @@ def test_failures_and_rejections_are_listed(full_run):
     assert "v0003" in rejections and latex_escape(REJECT_REASON) in rejections
 
 
-def bars(v) -> str:
-    return f"({v.iteration},{v.fitness:.10g}) +- (0,{v.fitness_stderr:.10g})"
+def fitness_axes(run_dir: Path):
+    """The fitness figure's axes, drawn from the run folder as the report draws it."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
 
-def plotted(tex: str, legend: str) -> str:
-    """The coordinates of the plot whose legend entry is `legend`."""
-    return tex.split(f"\\addlegendentry{{{legend}}}")[0].rsplit(r"\addplot", 1)[1]
+    from scientist.figures import _fitness
+    from scientist.figures import data
+
+    fig = plt.figure()
+    _fitness(fig, **data(run_dir), run_dir=run_dir)
+    return fig.axes[0]
 
 
 def test_plot_has_every_variant_with_error_bars_by_claim_and_the_confirmed_best(full_run):
@@ -284,15 +290,31 @@ def test_plot_has_every_variant_with_error_bars_by_claim_and_the_confirmed_best(
     full_run.promote(unconfirmed, full_run.v5, diffs=(0.1, -0.2, 0.05, 0.0), decision=NOT_CONFIRMED)
     raw = full_run.add(full_run.v5, 7, "Untested", result(0.5, 0.5, 0.6),
                        train=TRAIN.replace("0.1", "0.4"))
-    tex = full_run.tex()
+    ax = fitness_axes(full_run.dir)
     get = full_run.archive.get
-    for i in (0, full_run.v1, full_run.v5):
-        assert bars(get(i)) in plotted(tex, "confirmed")
-    assert bars(get(unconfirmed)) in plotted(tex, "not confirmed")
-    assert bars(get(raw)) in plotted(tex, "raw") and "error bars/.cd, y dir=both, y explicit" in tex
+    groups = {c.get_label(): c for c in ax.containers}  # errorbar containers, by legend entry
+    assert set(groups) == {"confirmed", "not confirmed", "raw"}
+
+    def points(label):
+        line, caps, (bars,) = groups[label]
+        ys = [tuple(seg[:, 1]) for seg in bars.get_segments()]
+        return sorted(zip(line.get_xdata(), line.get_ydata(), ys))
+
+    def expected(*ids):
+        return sorted((get(i).iteration, get(i).fitness, (get(i).fitness - get(i).fitness_stderr,
+                                                          get(i).fitness + get(i).fitness_stderr)) for i in ids)
+    assert [p[:2] for p in points("confirmed")] == [p[:2] for p in expected(0, full_run.v1, full_run.v5)]
+    assert [p[:2] for p in points("not confirmed")] == [p[:2] for p in expected(unconfirmed)]
+    assert [p[:2] for p in points("raw")] == [p[:2] for p in expected(raw)]
+    # each error bar spans +- 1 standard error
+    for (_x, _y, (lo, hi)), (_, _, (elo, ehi)) in zip(points("confirmed"), expected(0, full_run.v1, full_run.v5)):
+        assert (lo, hi) == pytest.approx((elo, ehi))
     # the confirmed best moves at promotions only, not at v0006's higher raw mean
-    assert "(0,0.52) (1,0.63) (5,0.72) (7.5,0.72)" in plotted(tex, "confirmed best")
-    assert "failed (no fitness)" in tex and "coordinates {(2," in tex
+    (step,) = [ln for ln in ax.lines if ln.get_label() == "confirmed best"]
+    assert list(step.get_xdata()) == [0, 1, 5, 7.5]
+    assert list(step.get_ydata()) == pytest.approx([0.52, 0.63, 0.72, 0.72])
+    (failed,) = [ln for ln in ax.lines if ln.get_label() == "failed (no fitness)"]
+    assert list(failed.get_xdata()) == [2]
 
 
 def test_claims_list_every_attempt_and_the_abstract_states_the_sealed_test(full_run):
@@ -335,7 +357,8 @@ def test_report_of_a_run_where_nothing_succeeded(tmp_path):
     r.archive.update(0, status=FAILED, fitness=None, fitness_stderr=None)
     tex = r.tex()
     r.archive.close()
-    assert "not even the unmodified seed" in tex and "nothing to plot" in tex
+    assert "not even the unmodified seed" in tex
+    assert "Figures left out: fitness (no variant has a fitness)" in tex
 
 
 def test_lower_is_better_runs_rank_by_the_lowest_fitness(run):
