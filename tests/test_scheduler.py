@@ -27,7 +27,7 @@ from scientist.config import RunConfig
 from scientist.executor import JobOutcome, SeedJob
 from scientist.promotion import PROMOTED, Promotion
 from scientist.run import Run
-from scientist.scheduler import Ready
+from scientist.proposals import Ready
 
 NOISY = Path(__file__).resolve().parent / "fixtures" / "noisyseed"
 
