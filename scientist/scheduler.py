@@ -266,7 +266,7 @@ class Scheduler(Proposals):
                        key=lambda j: (j.eval_set, j.seed))
         result = Result([j.result for j in seeds], self.run.seed.metric)
         self.started.discard(v.id)
-        integrity = label_integrity(result, self.run.seed)
+        integrity = label_integrity(result, self.run.seed, self.run.config.scale)
         self.a.finish(v.id, result, DONE if result.ok else FAILED, integrity)
         self.a.set_meta("elapsed_seconds", self.run.progress.elapsed)
         p = self.run.progress
