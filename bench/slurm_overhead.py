@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import statistics
 import sys
 import tempfile
@@ -50,9 +51,18 @@ def run_once(seed: Path, runs: Path, slots: int, poll: float, variants: int) -> 
     used, wall = cpu() - c0, time.monotonic() - t0
     start = [j.started_at - j.submitted_at for j in jobs]
     end = [j.archived_at - j.ended_at for j in jobs]
+    # where the start went: Slurm's scheduling and launch (to the job's Python process), then
+    # Python, submitit and the call's imports (from the job's own record of its process)
+    launched = {}
+    for j in jobs:
+        with open(run.dir / "slurm" / j.external_id / f"{j.external_id}_0_result.pkl", "rb") as f:
+            launched[j.id] = pickle.load(f)[1].get("process_started_at")
+    slurm = [launched[j.id] - j.submitted_at for j in jobs if launched[j.id]]
+    python = [j.started_at - launched[j.id] for j in jobs if launched[j.id]]
     print(f"poll {poll:g} s, {slots} slots, {len(jobs)} seed-jobs in {wall:.0f} s; orchestrator "
           f"CPU {used:.2f} s = {100 * used / wall:.2f}% of a core")
-    for name, xs in (("queue + start", start), ("notice + archive", end)):
+    for name, xs in (("queue + start", start), ("  of which Slurm", slurm),
+                     ("  of which Python", python), ("notice + archive", end)):
         xs = sorted(xs)
         print(f"  {name:<18} median {statistics.median(xs):6.2f} s, 90th percentile "
               f"{xs[int(0.9 * (len(xs) - 1))]:6.2f} s, max {xs[-1]:6.2f} s")

@@ -83,7 +83,8 @@ def run_job(node: NodeRun, job: SeedJob) -> dict[str, Any]:
 
     started = time.time()
     out: dict[str, Any] = {"started_at": started, "host": socket.gethostname(),
-                           "slurm_job_id": os.environ.get("SLURM_JOB_ID", "")}
+                           "slurm_job_id": os.environ.get("SLURM_JOB_ID", ""),
+                           "process_started_at": _process_start()}
     sandbox = None
 
     def cancelled(signum: int, frame: object) -> None:  # scancel: end the steps now
@@ -306,6 +307,19 @@ def parse_options(text: str) -> dict[str, Any]:
         out[k.replace("-", "_")] = v
         i += 1
     return out
+
+
+def _process_start() -> float | None:
+    """When this process started (wall clock), from /proc: what Slurm's launch took, apart
+    from Python's and submitit's start (bench/slurm_overhead.py). Its age is the system's
+    uptime less its start in clock ticks since boot (to 10 ms; /proc/stat's boot time is
+    whole seconds)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _scancel(ids: list[str], name: str) -> None:
