@@ -79,7 +79,7 @@ for _ in $(seq 60); do
 done
 if ! sinfo -h -o %T | grep -qE '^(idle|mixed|allocated)'; then
   sinfo || true
-  tail -20 "$state/slurmctld.log" "$state/slurmd.log" || true
+  tail -n 20 "$state/slurmctld.log" "$state/slurmd.log" || true
   exit 1
 fi
 sinfo
