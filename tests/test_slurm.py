@@ -159,13 +159,15 @@ def test_ctrl_c_cancels_the_runs_slurm_jobs(slurm, toy, runs_dir, tmp_path):
 
 
 def test_a_killed_orchestrators_jobs_are_cancelled_on_resume_and_run_again(slurm, toy, runs_dir,
-                                                                           tmp_path, scientist_cli):
+                                                                           tmp_path):
     # kill -9 skips every cleanup: the Slurm jobs go on without anyone to read their result.
-    # Training sleeps until a moment well after the resume has started, so the orphans are
-    # still running then (and the jobs run again later sleep less)
-    until = time.time() + 50
-    toy.set_scale(training_seeds=1, timeout=120).add_to_train(
-        f"time.sleep(0 if 'v0000' in a.out else max(0, {until} - time.time()))")
+    # A variant's training waits for a file `go` in its output folder (writable by the step,
+    # visible here), which this test writes only once the resume has cancelled the orphans:
+    # so they are still running when the resume starts, and the jobs run again end at once
+    toy.set_scale(training_seeds=1, timeout=300).add_to_train(
+        "end = time.time() + (0 if 'v0000' in a.out else 240)\n"
+        "    while time.time() < end and not os.path.exists(os.path.join(a.out, 'go')):\n"
+        "        time.sleep(0.2)")
     cfg = str(config_file(tmp_path))
     proc = popen_cli(*run_args(toy, runs_dir, 2, "--executor", "slurm", "--config", cfg),
                      cwd=toy.path.parent)
@@ -185,9 +187,26 @@ def test_a_killed_orchestrators_jobs_are_cancelled_on_resume_and_run_again(slurm
     finally:
         a.close()
     assert in_flight
-    p = scientist_cli("resume", "r", "--runs-dir", str(runs_dir), timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert "left running by this run's previous orchestrator" in p.stdout
+    resume = popen_cli("resume", "r", "--runs-dir", str(runs_dir), cwd=tmp_path)
+    try:
+        # the orphans must end without `go`: only the resume cancels them
+        wait_for(lambda: not set(orphans) & set(live(run_dir)) or resume.poll() is not None,
+                 timeout=120, what="the resume to cancel the orphans")
+        deadline = time.monotonic() + 300
+        while resume.poll() is None and time.monotonic() < deadline:
+            for out in (run_dir / "variants").glob("v*/*seed-*/out"):  # sealed-seed-* too
+                go = out / "go"
+                if not go.exists():
+                    try:
+                        go.write_text("")
+                    except OSError:  # the folder was being made afresh: next time
+                        pass
+            time.sleep(0.2)
+        stdout, stderr = resume.communicate(timeout=60)
+    finally:
+        resume.kill()
+    assert resume.returncode == 0, stdout + stderr
+    assert "left running by this run's previous orchestrator" in stdout
     assert not any((run_dir / "slurm" / i / f"{i}_0_result.pkl").exists() for i in orphans)
     a = reopen(run_dir)
     try:
