@@ -49,6 +49,8 @@ class Scale:
     noise_seeds: int = 4
     """Training seeds of the baseline at the start of a run: its spread between them is the
     run's noise floor (default: max(4, 2 x training_seeds); at least training_seeds)."""
+    gpus: int = 0
+    """GPUs a seed-job wants at this scale: what a Slurm job asks for by default."""
     integrity: "Integrity | None" = None
     """`[scales.NAME.integrity]`: this scale's own thresholds, each field falling back to the
     seed's `[integrity]` (a gap calibrated on smoke's 32 lanes is noise on test's 2)."""
@@ -223,16 +225,18 @@ def _scale(name: str, get: _Getter, integrity: Integrity) -> Scale:
     iterations = get.number(f"{key}.iterations", required=False, default=10)
     budget = get.number(f"{key}.time_budget", required=False, default=math.inf)
     noise = get.number(f"{key}.noise_seeds", required=False, default=max(4, 2 * int(seeds)))
+    gpus = get.number(f"{key}.gpus", required=False, default=0)
     for f, v, lo in (("timeout", timeout, 1), ("memory_mb", memory, 64),
                      ("training_seeds", seeds, 1), ("iterations", iterations, 0),
-                     ("time_budget", budget, 1), ("noise_seeds", noise, max(2, seeds))):
+                     ("time_budget", budget, 1), ("noise_seeds", noise, max(2, seeds)),
+                     ("gpus", gpus, 0)):
         if v < lo:
             raise SeedError(f"{get.where}: field '{key}.{f}' must be at least {lo}, not {v}")
     own = None
     if isinstance(get.table(key).get("integrity"), dict):
         own = _integrity(get, f"{key}.integrity", integrity)
     return Scale(name, float(timeout), int(memory), int(seeds), int(iterations),
-                 None if budget == math.inf else float(budget), int(noise), own)
+                 None if budget == math.inf else float(budget), int(noise), int(gpus), own)
 
 
 def _mutable(i: int, m: Any, where: str, editable: tuple[str, ...]) -> Mutable:
