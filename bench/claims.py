@@ -64,7 +64,8 @@ def seed_with(folder: Path, knobs: str) -> Path:
 def one_run(seed: Path, runs: Path, i: int, offset: int, iterations: int, sandbox: str) -> dict:
     cfg = RunConfig(seed=str(seed), scale="test", runs_dir=str(runs), run_id=f"r{i}",
                     report=False, iterations=iterations, rng_seed=offset + i,
-                    workers=1 if sandbox == "inline" else None)  # see tests/inline.py
+                    workers=1 if sandbox == "inline" else None,  # see tests/inline.py
+                    ahead=0)  # the sequential loop (each proposal sees every result), as measured
     run = Run.create(cfg, Console(file=io.StringIO()))
     (run.dir / "secret.json").write_text(json.dumps({"eval_seed": 10_000 * offset + i}))
     if sandbox == "inline":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-import scientist.run as run_mod
+import scientist.scheduler as scheduler_mod
 from scientist.config import RunConfig
 from scientist.evaluator import Evaluator
 from scientist.run import Run
@@ -49,13 +49,15 @@ def timed(label: str, fn):
 def instrument(run: Run) -> None:
     run.policy.select = timed("select parent", run.policy.select)
     run.proposer.propose = timed("propose", run.proposer.propose)
-    run_mod.apply_edits = timed("apply edits", run_mod.apply_edits)
+    scheduler_mod.apply_edits = timed("apply edits", scheduler_mod.apply_edits)
     run.workspace.commit = timed("git commit", run.workspace.commit)
     run.workspace.diff = timed("git diff", run.workspace.diff)
-    for name in ("new_variant", "record_result", "update", "touch", "set_meta"):
+    for name in ("new_variant", "select", "propose", "finish", "update", "touch", "set_meta"):
         setattr(run.archive, name, timed("archive writes", getattr(run.archive, name)))
+    for name in ("add", "submitted", "started", "done", "queue_again"):
+        setattr(run.archive.jobs, name, timed("archive writes", getattr(run.archive.jobs, name)))
     run.sandbox.run = timed("sandbox step (wall)", run.sandbox.run)
-    Evaluator.evaluate = timed("evaluate (wall)", Evaluator.evaluate)
+    Evaluator.run_seed = timed("evaluate (wall)", Evaluator.run_seed)
 
 
 def main() -> None:
@@ -66,22 +68,28 @@ def main() -> None:
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = RunConfig(seed=a.seed, scale=a.scale, iterations=a.iterations, runs_dir=tmp,
-                        run_id="bench", report=False, workers=1)
+                        run_id="bench", report=False, workers=1)  # one seed-job at a time
         run = Run.create(cfg, Console(file=io.StringIO()))
         instrument(run)
         t0 = time.perf_counter()
         run.execute()
         total = time.perf_counter() - t0
         variants = [v for v in run.archive.all() if v.result]
+        # every seed-job: the variants' own seeds, and those of confirmations and the sealed test
+        jobs = [j.result for j in run.archive.jobs.where() if j.result]
         experiment = [sum(s.train_seconds + s.eval_seconds for s in v.result.seeds)
                       for v in variants]
         run.close()
     n = len(variants)
     steps = TIMES.pop("sandbox step (wall)")
     evaluate = TIMES.pop("evaluate (wall)")
-    sandbox_overhead = (sum(evaluate) - sum(experiment)) / n
+    per_job = (sum(evaluate) - sum(s.train_seconds + s.eval_seconds for s in jobs)) / len(jobs)
+    sandbox_overhead = per_job * sum(len(v.result.seeds) for v in variants) / n
     print(f"seed {Path(a.seed).name}, scale {a.scale}: {n} variants evaluated "
-          f"({n - 1} proposals + baseline), {len(steps)} sandbox steps, {total:.2f} s in all")
+          f"({n - 1} proposals + baseline), {len(jobs)} seed-jobs (with confirmations and the "
+          f"sealed test), {len(steps)} sandbox steps, {total:.2f} s in all")
+    print(f"sandbox cost per seed-job (export, pristine files, start-up, metrics): "
+          f"{per_job * 1000:.1f} ms")
     print(f"{'stage':<28}{'per variant (ms)':>18}{'median call (ms)':>18}")
     loop_cost = 0.0
     for label, ts in sorted(TIMES.items()):

@@ -1,8 +1,19 @@
 """Archive: every variant of a run in an embedded SQLite file inside the run folder.
 
 Each write is its own committed transaction (WAL journal), so a Ctrl-C or `kill -9`
-loses at most the variant in flight. Parent selection reads the archive through a
-policy from `scientist.selection`.
+loses at most the seed-jobs in flight (`scientist.jobs` keeps each one's state and result).
+Parent selection reads the archive through a policy from `scientist.selection`.
+
+One process writes a run (the orchestrator's scheduler, from one thread); readers such as
+`scientist show` may open it at any time.
+
+**Sequence numbers.** With several variants in flight, a parent is selected, and its
+proposal made, from the archive as it was at that moment; results that arrive while the
+proposal is made are not part of it. So that a resumed run can make that proposal again
+from the same record, each variant keeps three numbers of one counter: `seen`, the count
+when its parent was selected; `proposed_seq`, when its proposal was recorded; and
+`finished_seq`, when its result was. `history(as_of)` is the record as it stood at a
+count: variants proposed by then, those not finished by then shown as running.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from scientist.jobs import JOBS, Jobs
 from scientist.llm import Usage
 from scientist.variant import CLEAN, DONE, PENDING, RUNNING, Fitness, Result, Variant
 
@@ -78,7 +90,11 @@ COLUMNS = ("id", "parent_id", "iteration", "status", "hypothesis", "rationale", 
            "integrity_reason")
 # columns added after the first release, with their type: older archives get them on open
 ADDED_COLUMNS = {"predicted": "REAL", "integrity": "TEXT NOT NULL DEFAULT 'clean'",
-                 "integrity_reason": "TEXT NOT NULL DEFAULT ''"}
+                 "integrity_reason": "TEXT NOT NULL DEFAULT ''", "seen": "INTEGER",
+                 "proposed_seq": "INTEGER", "finished_seq": "INTEGER", "rng_state": "TEXT"}
+# Fields a variant shows before its result is known (history(as_of) blanks the others).
+UNFINISHED = dict(status=RUNNING, fitness=None, fitness_stderr=None, fitness_n=0, metrics={},
+                  result=None, error="", finished_at=None, integrity=CLEAN, integrity_reason="")
 LLM_CALL_FIELDS = ("at", "iteration", "purpose", "key", "model", "attempt", "prompt_tokens",
                    "completion_tokens", "cost", "cached", "priced", "seconds", "finish_reason",
                    "error")
@@ -95,10 +111,16 @@ class Archive:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
         self.db.executescript(COMPARISONS)
+        self.db.executescript(JOBS)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(variants)")}
         for col, kind in ADDED_COLUMNS.items():
             if col not in have:
-                self.db.execute(f"ALTER TABLE variants ADD COLUMN {col} {kind}")
+                try:
+                    self.db.execute(f"ALTER TABLE variants ADD COLUMN {col} {kind}")
+                except sqlite3.OperationalError as e:  # another process (a reader) added it
+                    if "duplicate column" not in str(e):
+                        raise
+        self.jobs = Jobs(self.db, self._tx)
 
     def close(self) -> None:
         self.db.close()
@@ -227,10 +249,7 @@ class Archive:
                       integrity: tuple[str, str] = (CLEAN, "")) -> None:
         """Store a variant's evaluation outcome, its aggregated fitness and its integrity
         label with the reason (`scientist.integrity`)."""
-        self.update(variant_id, status=status, result=result, metrics=result.mean_metrics(),
-                    fitness=result.mean, fitness_stderr=result.stderr,
-                    fitness_n=len(result.values), error=result.reason if not result.ok else "",
-                    finished_at=time.time(), integrity=integrity[0], integrity_reason=integrity[1])
+        self.update(variant_id, **_result_fields(result, status, integrity))
 
     def touch(self, variant_id: int) -> None:
         """Mark a variant as just used (selected as parent): LRU order for selection pools."""
@@ -289,8 +308,98 @@ class Archive:
         """The id the next variant will get (the baseline is 0)."""
         return self.db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM variants").fetchone()[0]
 
+    def last_iteration(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(iteration), 0) FROM variants").fetchone()[0]
+
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM variants").fetchone()[0]
+
+    # --- the record as it stood: sequence numbers ------------------------------------
+    def seq(self) -> int:
+        """The counter's value now: how many proposals and results have been recorded."""
+        return _seq(self.db)
+
+    def select(self, parent_id: int, iteration: int, rng_state: Any = None) -> Variant:
+        """A new variant whose parent was just selected; its proposal is still to be made
+        (status pending). It records `seen`, the record its proposal is made from, and the
+        state of the iteration's random stream after the selection (the proposal goes on
+        drawing from it), until the proposal is recorded."""
+        with self._tx() as db:
+            seen = _seq(db)
+            cur = db.execute(
+                "INSERT INTO variants (id, parent_id, iteration, status, created_at, last_used, "
+                "seen, rng_state) VALUES ((SELECT COALESCE(MAX(id) + 1, 0) FROM variants), ?, ?, "
+                "?, ?, (SELECT COALESCE(MAX(last_used), 0) + 1 FROM variants), ?, ?)",
+                (parent_id, iteration, PENDING, time.time(), seen,
+                 None if rng_state is None else json.dumps(rng_state)))
+        return self.get(cur.lastrowid)
+
+    def seen(self, variant_id: int) -> int | None:
+        """The record a variant's proposal was (or is to be) made from (None: before this
+        was kept; its proposal is made from the record as it is now)."""
+        row = self.db.execute("SELECT seen FROM variants WHERE id = ?", (variant_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def rng_state(self, variant_id: int) -> Any:
+        """The random stream's state its selection left, for its proposal (None: none kept)."""
+        row = self.db.execute("SELECT rng_state FROM variants WHERE id = ?",
+                              (variant_id,)).fetchone()
+        return None if row is None or row[0] is None else json.loads(row[0])
+
+    def propose(self, variant_id: int, status: str, jobs: list[dict] = (), **fields: Any) -> None:
+        """Record a variant's proposal (hypothesis, commit, ...) and, for an approved one,
+        its seed-jobs, in one transaction. A proposal that is not run (invalid, rejected)
+        is finished at once."""
+        sets, args = _assignments({"status": status, **fields})
+        with self._tx() as db:
+            n = _seq(db) + 1
+            finished = ", finished_seq = ?" if status not in (PENDING, RUNNING) else ""
+            db.execute(f"UPDATE variants SET {', '.join(sets)}, proposed_seq = ?, rng_state = NULL"
+                       f"{finished} WHERE id = ?", (*args, n, *([n] if finished else []), variant_id))
+            self.jobs.insert(db, jobs)
+
+    def finish(self, variant_id: int, result: Result, status: str,
+               integrity: tuple[str, str] = (CLEAN, "")) -> None:
+        """`record_result`, and the variant's result takes its place in the sequence (in
+        the same transaction)."""
+        sets, args = _assignments(_result_fields(result, status, integrity))
+        with self._tx() as db:
+            n = _seq(db) + 1
+            db.execute(f"UPDATE variants SET {', '.join(sets)}, finished_seq = ?, proposed_seq = "
+                       "COALESCE(proposed_seq, ?) WHERE id = ?", (*args, n, n, variant_id))
+
+    def history(self, as_of: int | None = None) -> list[Variant]:
+        """Every variant as the record stood when the counter was `as_of` (None: now):
+        those proposed by then, with the result of those finished by then; the others
+        as running. Variants from before sequence numbers were kept count as always there."""
+        if as_of is None:
+            return self.all()
+        rows = self.db.execute(f"SELECT {', '.join(COLUMNS)}, proposed_seq, finished_seq, status "
+                               "FROM variants ORDER BY id").fetchall()
+        out = []
+        for r in rows:
+            v, (proposed, finished, status) = _variant(r[:len(COLUMNS)]), r[len(COLUMNS):]
+            if proposed is None and status in (PENDING, RUNNING) and v.commit is None:
+                continue  # selected, its proposal never recorded
+            if (proposed or 0) > as_of:
+                continue
+            if finished is None and status not in (PENDING, RUNNING):
+                finished = 0  # finished before sequence numbers were kept
+            if finished is None or finished > as_of:
+                v = Variant(**{**v.__dict__, **UNFINISHED})
+            out.append(v)
+        return out
+
+    def staleness(self) -> dict[int, int]:
+        """For each variant whose parent was selected with others in flight: how many
+        variants selected before it had no result yet (results its selection did not see)."""
+        rows = self.db.execute("SELECT id, seen, finished_seq FROM variants ORDER BY id").fetchall()
+        out = {}
+        for vid, seen, _ in rows:
+            if seen is None:
+                continue
+            out[vid] = sum(1 for j, _, fin in rows if j < vid and (fin is None or fin > seen))
+        return out
 
 
 def _assignments(fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
@@ -321,6 +430,19 @@ def _comparison_row(fields: dict[str, Any]) -> dict[str, Any]:
         if k in row:
             row[k] = None if row[k] is None else json.dumps(row[k].to_dict())
     return row
+
+
+def _result_fields(result: Result, status: str, integrity: tuple[str, str]) -> dict[str, Any]:
+    return dict(status=status, result=result, metrics=result.mean_metrics(), fitness=result.mean,
+                fitness_stderr=result.stderr, fitness_n=len(result.values),
+                error=result.reason if not result.ok else "", finished_at=time.time(),
+                integrity=integrity[0], integrity_reason=integrity[1])
+
+
+def _seq(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT MAX(COALESCE(proposed_seq, 0)), MAX(COALESCE(finished_seq, 0)) "
+                     "FROM variants").fetchone()
+    return max(row[0] or 0, row[1] or 0)
 
 
 def _variant(row: tuple) -> Variant:

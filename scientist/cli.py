@@ -78,7 +78,23 @@ def parser() -> argparse.ArgumentParser:
                         "(default: the scale's, max(4, 2 x training seeds))")
     r.add_argument("--max-confirm-seeds", type=int,
                    help="most fresh paired seeds one confirmation uses (default 8)")
-    r.add_argument("--workers", type=int, help="training seeds run in parallel")
+    r.add_argument("--executor", choices=["local", "slurm"],
+                   help="where seed-jobs run: local (default; this machine's slots) or slurm "
+                        "(each seed-job a Slurm job; the run folder must be shared with the nodes)")
+    r.add_argument("--workers", type=int,
+                   help="seed-jobs in flight at once, across variants (default: one per GPU group "
+                        "with --gpus, else CPU cores / --threads; 8 with --executor slurm)")
+    r.add_argument("--threads", type=int, help="threads of each step (default: 1, or CPU cores / "
+                                               "--workers when --workers is given)")
+    r.add_argument("--ahead", type=int,
+                   help="proposals made ahead of the slots (default: workers / training seeds, "
+                        "rounded up); 0: one variant at a time, each proposal seeing every result")
+    r.add_argument("--slurm-partition", help="slurm: the partition of the seed-jobs")
+    r.add_argument("--slurm-time", type=int, metavar="MINUTES",
+                   help="slurm: time limit of a seed-job (default: from the scale's timeout)")
+    r.add_argument("--slurm-gpus", type=int, help="slurm: GPUs per seed-job (default: the scale's)")
+    r.add_argument("--slurm-options", metavar="'--account=A ...'",
+                   help="slurm: further sbatch options, e.g. '--account=lab --qos=normal'")
     r.add_argument("--rng-seed", type=int, help="seed of the run's own random choices")
     r.add_argument("--no-report", dest="report", action="store_const", const=False,
                    help="do not write the report at the end")
@@ -193,7 +209,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         "seed", "scale", "iterations", "time_budget", "selection", "proposer", "sandbox",
         "approve", "workers", "rng_seed", "run_id", "report", "runs_dir", "model", "api_base",
         "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens", "gpus",
-        "gpus_per_step", "alpha", "noise_seeds", "max_confirm_seeds")})
+        "gpus_per_step", "alpha", "noise_seeds", "max_confirm_seeds", "executor", "threads",
+        "ahead", "slurm_partition", "slurm_time", "slurm_gpus", "slurm_options")})
     check_config(cfg)  # before the run folder exists: say now what is missing
     run = Run.create(cfg, console)
     with locked(run.dir):

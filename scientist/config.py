@@ -105,8 +105,35 @@ class RunConfig:
     `process` (unconfined subprocesses, only where bubblewrap cannot run: said loudly)."""
     approve: bool = False
     """Ask a human in the terminal before each variant runs."""
+    executor: str = "local"
+    """Where seed-jobs run: `local` (this machine's slots) or `slurm` (each seed-job a Slurm
+    job through submitit, outputs in the run folder, which must be on a shared filesystem)."""
     workers: int | None = None
-    """Training seeds run in parallel; default: min(training seeds, CPU cores)."""
+    """Seed-jobs in flight at once, across variants. Default: the slots of the sandbox (one
+    per GPU group with `gpus`, else CPU cores / `threads`); with the slurm executor, 8."""
+    threads: int | None = None
+    """Threads of each step (OMP_NUM_THREADS and friends; Slurm's CPUs per task). Default:
+    CPU cores / `workers` when `workers` is given (or `gpus`), else 1."""
+    ahead: int | None = None
+    """Proposals made ahead of the slots: at most this many are being made, waiting for a
+    human or approved and waiting for a slot. Default: ceil(workers / training seeds).
+    0: none; a parent is selected only when no other variant is in flight (the sequential
+    loop: every proposal sees every earlier result, at the cost of idle slots)."""
+    slurm_partition: str | None = None
+    """Slurm: the partition of the seed-jobs (default: the cluster's default partition)."""
+    slurm_time: int | None = None
+    """Slurm: time limit of a seed-job in minutes (default: its steps' limits, train and
+    evaluate, from the scale's `timeout`, plus 5 minutes)."""
+    slurm_gpus: int | None = None
+    """Slurm: GPUs of a seed-job (default: the scale's `gpus`, 0 unless the seed says)."""
+    slurm_mem_mb: int | None = None
+    """Slurm: memory of a seed-job in MiB (default: the scale's `memory_mb` for each of its
+    steps that run at once (judge and learner), plus 1 GiB for the job itself)."""
+    slurm_options: str = ""
+    """Slurm: further sbatch options, e.g. `--account=lab --qos=normal --constraint=a100`."""
+    slurm_poll: float = 10.0
+    """Slurm: seconds between two looks at the queue (one `squeue` call for all the run's
+    jobs; a finished job's result file is noticed at the same pace)."""
     rng_seed: int = 0
     """Seed of the run's own random choices (selection, offline proposals)."""
     runs_dir: str = str(DEFAULT_RUNS_DIR)
@@ -170,7 +197,9 @@ RANGES = (("iterations", 0, None, True), ("time_budget", 0, None, False),
           ("max_cost", 0, None, True), ("max_tokens", 0, None, True), ("price_in", 0, None, True),
           ("price_out", 0, None, True), ("format_retries", 0, None, True),
           ("max_repairs", 0, None, True), ("notebook_tokens", 1, None, True),
-          ("workers", 1, None, True), ("gpus_per_step", 1, None, True))
+          ("workers", 1, None, True), ("gpus_per_step", 1, None, True), ("threads", 1, None, True),
+          ("ahead", 0, None, True), ("slurm_time", 1, None, True), ("slurm_gpus", 0, None, True),
+          ("slurm_mem_mb", 1, None, True), ("slurm_poll", 0, None, False))
 
 
 def _check_type(name: str, annotation: str, value: Any, source: str) -> None:

@@ -1,27 +1,30 @@
-"""Confirmer: carries out what `scientist.promotion` decides, for the loop.
+"""Confirmer: carries out what `scientist.promotion` decides, a step at a time, for the scheduler.
 
 Promotion says who challenges, which fresh seeds a confirmation needs next and what the
-results mean; the confirmer trains and scores those seeds (through the `run_seeds` it is
-given), keeps confirmations within their budget, moves the `best` branch on a promotion,
-runs the final sealed test, and says what happened on the console. A scheduler that keeps
-several seeds in flight would replace this, not the promotion.
+results mean; the confirmer says which batch of seed-jobs to run next (the scheduler runs
+them as ordinary jobs, before the exploration's), keeps confirmations within their
+budget, moves the `best` branch on a promotion, plans the final sealed test, and says what
+happened on the console. It never waits for anything.
+
+One confirmation runs at a time: each is a test against the confirmed best of its start,
+and a promotion changes who that is. A variant that leads while another is being
+confirmed waits (in the archive's meta `challengers`, so a resume keeps the queue), and
+is tested, against the confirmed best of then, once the current one is decided.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from scientist.archive import Archive
 from scientist.console import Progress
-from scientist.promotion import PROMOTED, SEALED, Comparison, Promotion
+from scientist.promotion import PROMOTED, Comparison, Promotion
 from scientist.variant import Result, Variant
 from scientist.workspace import Workspace
 
-# run_seeds(variant, seed indices, evaluation set) -> their Result
-RunSeeds = Callable[[Variant, list[int], str], Result]
+WAITING = "challengers"  # archive meta: ids of leads waiting for the confirmation in progress
 
 
 @dataclass
@@ -30,16 +33,17 @@ class Confirmer:
     archive: Archive
     workspace: Workspace
     progress: Progress
-    run_seeds: RunSeeds
     duration: Callable[[Variant], float]  # wall time of one of a variant's seeds, so far
     time_budget: float | None = None
     workers: int = 1
 
-    def challenge(self, v: Variant) -> None:
-        """If `v` beats the confirmed best clearly enough on their shared seeds, confirm it."""
+    def challenge(self, v: Variant, busy: bool) -> Comparison | None:
+        """`v` has its result: if it beats the confirmed best clearly enough, open its
+        confirmation (whose batches the caller runs), or, when another is in progress
+        (`busy`), queue it."""
         lead = self.promotion.lead(v)
         if lead is None:
-            return
+            return None
         best = self.promotion.best()
         assert best is not None
         note = (f"{v.name} beats the confirmed best {best.name} by {lead:+.4f} on the same seeds "
@@ -48,33 +52,70 @@ class Confirmer:
         if lead <= margin:
             self.progress.line(v.iteration, f"{note}, within the noise (≤ {margin:.4f}, "
                                             f"{self.promotion.design.screen:g} s.e.): not tested")
-            return
+            return None
+        if busy:
+            self.archive.set_meta(WAITING, self.waiting() + [v.id])
+            self.progress.line(v.iteration, f"{note}: waits for the confirmation in progress")
+            return None
         why = self.over_budget(v, best)
         if why is not None:
             self.archive.log("untested", f"{note}; not confirmed: {why}", v.id)
             self.progress.line(v.iteration, f"{note}; [yellow]not tested[/]: {why}")
-            return
+            return None
         c = self.promotion.open(v)
         self.progress.line(v.iteration, f"{note}: confirming on fresh paired seeds (attempt "
                                         f"{c.attempt}, at most {self.promotion.design.max_seeds} "
                                         f"seeds; a look passes at p ≤ {c.level:.3g})")
-        self.confirm(c)
+        return c
 
-    def confirm(self, c: Comparison) -> None:
-        """Batch after batch of fresh paired seeds until `c` is decided (or out of budget)."""
-        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
-        while not c.decided:
-            seeds = self.promotion.next_seeds(c)
-            why = self.over_budget(a, b)
+    def waiting(self) -> list[int]:
+        return list(self.archive.get_meta(WAITING, []))
+
+    def next_waiting(self) -> Comparison | None:
+        """The confirmation in progress ended: the first waiting lead that still leads the
+        (perhaps new) confirmed best clearly enough starts its own."""
+        while self.waiting():
+            first, *rest = self.waiting()
+            self.archive.set_meta(WAITING, rest)
+            c = self.challenge(self.archive.get(first), busy=False)
+            if c is not None:
+                return c
+        return None
+
+    def next_batch(self, c: Comparison) -> list[int]:
+        """Fresh seeds of `c`'s next batch; [] when `c` is decided, or now stopped because
+        the budget cannot pay for another batch (then `conclude` it)."""
+        if c.decided:
+            return []
+        seeds = self.promotion.next_seeds(c)
+        if c.kind == "confirm":
+            why = self.over_budget(self.archive.get(c.challenger_id),
+                                   self.archive.get(c.incumbent_id))
             if why is not None:
-                c = self.promotion.stop(c, f"{why}, after {len(c.seeds)} fresh seeds")
-                break
-            c = self._batch(c, a, b, seeds, "fitness")
-            t = c.test(self.archive.maximize)
-            se = f" ± {t.se:.4f}" if t.se is not None else ""
-            self.progress.line(a.iteration, f"{a.name} − {b.name} on fresh seeds "
-                                            f"{seeds[0]}–{seeds[-1]}: paired difference "
-                                            f"{t.mean:+.4f}{se} over {t.n} seeds, p = {t.p:.3g}")
+                self.promotion.stop(c, f"{why}, after {len(c.seeds)} fresh seeds")
+                return []
+        return seeds
+
+    def record(self, c: Comparison, ra: Result, rb: Result, seconds: float) -> Comparison:
+        """A batch's results (same seeds for both sides): the promotion decides."""
+        c = self.promotion.record(c, ra, rb, seconds)
+        self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
+        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
+        if c.kind == "sealed":
+            self.progress.line(None, f"sealed test: {a.name} {c.decision} against {b.name} — "
+                                     f"{c.reason}")
+            return c
+        seeds = [s.seed for s in ra.seeds]
+        t = c.test(self.archive.maximize)
+        se = f" ± {t.se:.4f}" if t.se is not None else ""
+        self.progress.line(a.iteration, f"{a.name} − {b.name} on fresh seeds {seeds[0]}–{seeds[-1]}: "
+                                        f"paired difference {t.mean:+.4f}{se} over {t.n} seeds, "
+                                        f"p = {t.p:.3g}")
+        return c
+
+    def conclude(self, c: Comparison) -> None:
+        """A confirmation is decided: a promotion moves `best`."""
+        a = self.archive.get(c.challenger_id)
         if c.decision == PROMOTED:
             self.workspace.tag_best(a.commit)
             self.progress.best = self.archive.fitness(a)
@@ -85,11 +126,11 @@ class Confirmer:
 
     def over_budget(self, *variants: Variant) -> str | None:
         """Why one more batch of a confirmation may not run (None: it may). A batch is
-        estimated from each variant's seed time so far."""
+        estimated from each variant's seed time so far, its seeds run `workers` at a time."""
         if self.time_budget is None:
             return None
-        rounds = math.ceil(self.promotion.design.batch / max(1, self.workers))
-        est = rounds * sum(self.duration(v) for v in variants)
+        jobs = self.promotion.design.batch * len(variants)
+        est = math.ceil(jobs / max(1, self.workers)) * max(self.duration(v) for v in variants)
         share = self.promotion.design.share
         if share is not None and self.promotion.seconds() + est > share * self.time_budget:
             return f"the confirmation budget ({share:.0%} of the time budget) is used up"
@@ -97,24 +138,16 @@ class Confirmer:
             return "the time budget is reached"
         return None
 
-    def sealed_test(self) -> None:
-        """The confirmed best against the baseline on the sealed held-out set, once. It
-        runs past the time budget: it is the run's claim."""
+    def sealed(self) -> Comparison | None:
+        """The final sealed test, when one is due: the confirmed best against the baseline
+        on the sealed held-out set, once (an open one is continued). It runs past the time
+        budget: it is the run's claim."""
         if not self.promotion.sealed_due():
-            return
+            return None
         c = self.promotion.open_sealed()
-        a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
-        seeds = self.promotion.next_seeds(c)
-        self.progress.line(None, f"sealed test: {a.name} against the baseline {b.name} on the "
-                                 f"seed's sealed held-out set, {len(seeds)} fresh paired seeds")
-        c = self._batch(c, a, b, seeds, SEALED)
-        self.progress.line(None, f"sealed test: {a.name} {c.decision} against {b.name} — {c.reason}")
-
-    def _batch(self, c: Comparison, a: Variant, b: Variant, seeds: list[int],
-               eval_set: str) -> Comparison:
-        start = time.monotonic()
-        ra = self.run_seeds(a, seeds, eval_set)
-        rb = self.run_seeds(b, seeds, eval_set)
-        c = self.promotion.record(c, ra, rb, time.monotonic() - start)
-        self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
+        if not c.seeds:
+            a, b = self.archive.get(c.challenger_id), self.archive.get(c.incumbent_id)
+            self.progress.line(None, f"sealed test: {a.name} against the baseline {b.name} on the "
+                                     f"seed's sealed held-out set, {self.promotion.design.sealed_seeds} "
+                                     "fresh paired seeds")
         return c

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,6 +36,8 @@ class Progress:
         self.total = total
         self.start = time.monotonic() - elapsed_before
         self.best: Fitness | None = None
+        self._held: list[str] | None = None  # lines kept back while a human is asked
+        self._lock = threading.Lock()
 
     @property
     def elapsed(self) -> float:
@@ -44,8 +46,26 @@ class Progress:
     def line(self, k: int | None, text: str) -> None:
         it = "baseline" if k == 0 else f"iter {k}/{self.total}" if k else "        "
         best = f"best {self.best}" if self.best is not None else "best —"
-        self.console.print(f"[dim]{hms(self.elapsed)}[/] [bold]{it:>11}[/] {text}  [dim]({best})[/]",
-                           highlight=False)
+        text = f"[dim]{hms(self.elapsed)}[/] [bold]{it:>11}[/] {text}  [dim]({best})[/]"
+        with self._lock:
+            if self._held is not None:
+                self._held.append(text)
+                return
+            self.console.print(text, highlight=False)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Keep lines back while a prompt waits for an answer (other threads go on working
+        and reporting), then print them."""
+        with self._lock:
+            self._held = []
+        try:
+            yield
+        finally:
+            with self._lock:
+                lines, self._held = self._held or [], None
+                for text in lines:
+                    self.console.print(text, highlight=False)
 
     def seed_done(self, k: int, v: Variant, r: SeedResult, metric: str) -> None:
         if r.ok:
@@ -66,38 +86,6 @@ def last_line(path: Path, n: int = 4096) -> str:
     except OSError:
         return ""
     return shorten(redact(lines[-1]), 90) if lines else ""  # a running step's log: not yet redacted
-
-
-@contextmanager
-def heartbeat(progress: Progress, k: int, v: Variant, folder: Path, every: float = 30.0,
-              seeds: Iterable[int] | None = None, prefix: str = "") -> Iterator[set[int]]:
-    """While a variant runs, print every `every` seconds what each training seed is doing:
-    its running step and the last line that step printed. Only `seeds` are watched (default:
-    every seed folder); add a seed to the yielded set when it is done, and it is left out.
-    `prefix` names the folders of another evaluation set (`sealed-`)."""
-    stop = threading.Event()
-    done: set[int] = set()
-    watched = None if seeds is None else set(seeds)
-
-    def beat() -> None:
-        while not stop.wait(every):
-            for d in sorted(folder.glob(f"{prefix}seed-*")):
-                logs = [p for p in (d / "train.out", d / "evaluate.out") if p.exists()]
-                s = int(d.name.rsplit("-", 1)[1])
-                if not logs or s in done or (watched is not None and s not in watched):
-                    continue
-                log = max(logs, key=lambda p: p.stat().st_mtime)
-                step = "training" if log.name == "train.out" else "evaluating"
-                progress.line(k, f"{v.name} {d.name.replace('-', ' ')} {step}: "
-                                 f"[dim]{last_line(log) or '(no output yet)'}[/]")
-
-    t = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{v.name}")
-    t.start()
-    try:
-        yield done
-    finally:
-        stop.set()
-        t.join()
 
 
 def best_table(variants: list[Variant], maximize: bool, metric: str, n: int = 10,

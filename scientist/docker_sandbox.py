@@ -15,8 +15,9 @@ What a step's container gets (and nothing more):
 - memory (swap off), shared memory, process and CPU limits from the seed's scale; a
   non-root user, all capabilities dropped, no privilege escalation;
 - an environment built from the local sandbox's allow-list (no API keys or secrets);
-- GPUs only when asked for: a `DeviceRequest` for one group of device ids per running
-  step (groups taken from the user's `--gpus` list), CPU-only otherwise.
+- GPUs only when asked for: a `DeviceRequest` for the group of device ids of the step's
+  seed-job (each of the scheduler's slots owns one group of the user's `--gpus` list, and
+  every step of a job, train, judge and learner, gets its slot's), CPU-only otherwise.
 
 Host paths are mounted at the same paths inside the container, so the seed's commands
 run unchanged. A container that outlives its wall-clock limit is killed; whether the
@@ -146,7 +147,10 @@ class DockerSandbox:
         import docker.errors
         import requests
 
-        group = self.gpus.acquire() if self.gpus else None  # waiting for GPUs is not the step's time
+        # the GPUs of the step's seed-job (its executor slot's), else one group of the pool;
+        # waiting for GPUs is not the step's time
+        pooled = step.gpus is None and self.gpus is not None
+        group = list(step.gpus) if step.gpus else self.gpus.acquire() if pooled else None
         start = time.monotonic()
         container = None
         try:
@@ -174,7 +178,7 @@ class DockerSandbox:
             for f in step.outputs:  # nothing written: as if there were no file (as locally)
                 if f.is_file() and f.stat().st_size == 0:
                     f.unlink()
-            if group is not None:
+            if pooled and group is not None:
                 self.gpus.release(group)
 
     def _user(self) -> tuple[int, int]:

@@ -2,7 +2,8 @@
 
 The local sandbox (bubblewrap, and where the kernel accounts a step: cgroup v2, v1 or
 none), the Docker daemon, the sandbox image (present and current), GPUs visible to Docker
-(the NVIDIA runtime), a TeX engine for the report, and the configured LLM. Each check says
+(the NVIDIA runtime), a TeX engine for the report, the configured LLM, and Slurm (submitit,
+the controller, its partitions) for `--executor slurm`. Each check says
 what is missing and how to get it; none of them changes anything.
 """
 
@@ -46,6 +47,7 @@ def checks(config: object | None = None) -> list[Check]:
         out.append(Check("GPUs for Docker", MISSING, "needs the Docker daemon"))
     out.append(_tex())
     out.append(_llm(config))
+    out.append(_slurm(config))
     return out
 
 
@@ -91,6 +93,34 @@ def _gpus(docker_client) -> Check:
         return Check("GPUs for Docker", MISSING,
                      f"a GPU container failed ({str(e).strip()[:200]}); install the NVIDIA "
                      "Container Toolkit and restart dockerd (see README, GPU setup)")
+
+
+def _slurm(config: object | None) -> Check:
+    """What `--executor slurm` needs here: submitit, and a controller that answers (its
+    partitions and their nodes); the run folder must be on a filesystem the nodes share."""
+    import subprocess
+
+    try:
+        import submitit
+    except ImportError:
+        return Check("Slurm", INFO, "submitit is not installed: pip install 'scientist[slurm]' "
+                                    "(only --executor slurm needs it)")
+    if shutil.which("sinfo") is None:
+        return Check("Slurm", INFO, f"submitit {submitit.__version__}, but no Slurm client here "
+                                    "(sinfo, sbatch); only --executor slurm needs one")
+    try:
+        p = subprocess.run(["sinfo", "-h", "-o", "%P %a %D %T"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return Check("Slurm", MISSING, f"sinfo failed: {e}")
+    if p.returncode != 0:
+        return Check("Slurm", MISSING, f"the controller does not answer: "
+                                       f"{(p.stderr or p.stdout).strip()[:200]}")
+    parts = "; ".join(" ".join(line.split()) for line in p.stdout.splitlines()[:6])
+    runs = getattr(config, "runs_dir", None) or "runs/"
+    return Check("Slurm", OK, f"submitit {submitit.__version__}; partitions (name, up, nodes, "
+                              f"state): {parts or 'none'}; the runs folder ({runs}) must be "
+                              "on a filesystem the nodes share, at the same path")
 
 
 def _tex() -> Check:

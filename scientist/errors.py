@@ -41,3 +41,12 @@ class ProposalError(ScientistError):
     """The proposer could not produce a usable proposal (e.g. an LLM whose replies still
     did not parse or apply after the allowed corrections). Recorded as an invalid variant;
     the loop goes on."""
+
+
+class Stop(Exception):
+    """The loop stops early (user quit, budget reached, something broke); the archive is
+    intact. `failed`: the run cannot go on (exit status 1). `drain`: let what started finish."""
+
+    def __init__(self, message: str, failed: bool = False, drain: bool = True):
+        super().__init__(message)
+        self.failed, self.drain = failed, drain

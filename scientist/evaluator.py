@@ -126,6 +126,15 @@ class Evaluator:
                     raise
         return Result(results, self.seed.metric)
 
+    def run_seed(self, commit: str, s: int, folder: Path, eval_set: str = "fitness",
+                 gpus: tuple[str, ...] | None = None) -> SeedResult:
+        """One seed-job, once: train and score the variant at `commit` on training seed `s`,
+        outputs in `folder` (its `seed-S` folder), every step with the GPUs `gpus` (None: the
+        sandbox's own choice). Redacted. Raises SandboxError when the sandbox itself failed:
+        the scheduler runs it again or stops the run (no retries here)."""
+        r = self._one_seed(commit, s, folder, self.pristine(), eval_set, gpus)
+        return self.redactor.dataclass(r)
+
     def pristine(self) -> dict[str, bytes]:
         """The protected files of the baseline commit, checked against their recorded hashes
         (a repository changed behind the run's back stops it)."""
@@ -141,9 +150,9 @@ class Evaluator:
         return files
 
     def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, bytes],
-                  eval_set: str = "fitness") -> SeedResult:
+                  eval_set: str = "fitness", gpus: tuple[str, ...] | None = None) -> SeedResult:
         try:
-            return self._train_and_score(commit, s, d, pristine, eval_set)
+            return self._train_and_score(commit, s, d, pristine, eval_set, gpus)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise SandboxError(f"the disk is full ({e}); free space and resume the run") from None
@@ -160,7 +169,8 @@ class Evaluator:
         return self.redactor.dataclass(outcome)
 
     def _train_and_score(self, commit: str, s: int, d: Path, pristine: dict[str, bytes],
-                         eval_set: str = "fitness") -> SeedResult:
+                         eval_set: str = "fitness",
+                         gpus: tuple[str, ...] | None = None) -> SeedResult:
         if d.exists():  # left over from a run that was interrupted: start this seed afresh
             shutil.rmtree(d)
         work, out = d / "work", d / "out"
@@ -169,7 +179,7 @@ class Evaluator:
         values = dict(python=self.sandbox.python, scale=self.scale.name, seed=s,
                       out=out.resolve(), metrics=(d / "metrics.json").resolve())
         try:
-            train = self._run(self._step("train", values, work, out, d))
+            train = self._run(self._step("train", values, work, out, d, gpus=gpus))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         res = SeedResult(s, train.status if not train.ok else SEED_OK, train.reason,
@@ -177,7 +187,7 @@ class Evaluator:
         if not train.ok:
             res.stdout_tail, res.stderr_tail = tail(d / "train.out"), tail(d / "train.err")
             return res
-        return self._score(commit, res, d, out, pristine, eval_set)
+        return self._score(commit, res, d, out, pristine, eval_set, gpus)
 
     def score(self, commit: str, s: int, d: Path, out: Path, eval_set: str = "fitness") -> SeedResult:
         """Score the variant at `commit` on a training output `out` that already exists (of
@@ -187,7 +197,7 @@ class Evaluator:
         return self.redactor.dataclass(res)
 
     def _score(self, commit: str, res: SeedResult, d: Path, out: Path, pristine: dict[str, bytes],
-               eval_set: str) -> SeedResult:
+               eval_set: str, gpus: tuple[str, ...] | None = None) -> SeedResult:
         fresh, judge, metrics_path = d / "eval-work", d / "judge", d / "metrics.json"
         values = dict(python=self.sandbox.python, scale=self.scale.name, seed=res.seed,
                       out=out.resolve(), metrics=metrics_path.resolve())
@@ -199,10 +209,10 @@ class Evaluator:
             metrics_path.unlink(missing_ok=True)
             if self.seed.learner_command:
                 _write(judge, pristine)  # the judge's folder: protected files, nothing else
-                ev, learner = self._judge_and_learner(values, fresh, judge, out, d, eval_set)
+                ev, learner = self._judge_and_learner(values, fresh, judge, out, d, eval_set, gpus)
             else:
                 ev, learner = self._run(self._step("evaluate", values, fresh, out, d,
-                                                   eval_set)), None
+                                                   eval_set, gpus=gpus)), None
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
             shutil.rmtree(judge, ignore_errors=True)
@@ -227,7 +237,8 @@ class Evaluator:
         return res
 
     def _judge_and_learner(self, values: dict, fresh: Path, judge: Path, out: Path, d: Path,
-                           eval_set: str) -> tuple[StepOutcome, StepOutcome]:
+                           eval_set: str, gpus: tuple[str, ...] | None = None
+                           ) -> tuple[StepOutcome, StepOutcome]:
         """Run the learner (in the background) and the judge side by side; the learner is
         ended when the judge is done. The socket's folder is short-named under the system's
         temporary folder (Unix socket paths are limited to about 100 bytes)."""
@@ -240,9 +251,10 @@ class Evaluator:
                             cwd=fresh, out=learner_out, stdout=d / "learner.out",
                             stderr=d / "learner.err", timeout=self.scale.timeout,
                             memory_mb=self.scale.memory_mb, env=sock, threads=self.threads,
-                            inputs=(out,), ipc=ipc, ipc_writable=True, hidden=self._data())
+                            inputs=(out,), ipc=ipc, ipc_writable=True, hidden=self._data(),
+                            gpus=gpus)
         judge_step = self._step("evaluate", values, judge, d / "judge-out", d, eval_set,
-                                extra_env=sock, ipc=ipc)
+                                extra_env=sock, ipc=ipc, gpus=gpus)
         done = threading.Event()
         outcome: list[StepOutcome] = []
         failed: list[SandboxError] = []  # the learner's sandbox failed: not the variant's fault
@@ -269,7 +281,7 @@ class Evaluator:
 
     def _step(self, kind: str, values: dict, work: Path, out: Path, d: Path,
               eval_set: str = "fitness", extra_env: dict[str, str] | None = None,
-              ipc: Path | None = None) -> Step:
+              ipc: Path | None = None, gpus: tuple[str, ...] | None = None) -> Step:
         template = self.seed.train_command if kind == "train" else self.seed.evaluate_command
         env: dict[str, str] = {}
         if kind == "evaluate":  # the judge's: the data, the secret seed, the set to score
@@ -281,7 +293,7 @@ class Evaluator:
                     timeout=self.scale.timeout, memory_mb=self.scale.memory_mb, env=env,
                     threads=self.threads,
                     outputs=(Path(values["metrics"]),) if kind == "evaluate" else (), ipc=ipc,
-                    hidden=self._data() if kind != "evaluate" else ())
+                    hidden=self._data() if kind != "evaluate" else (), gpus=gpus)
 
     def _data(self) -> tuple[Path, ...]:
         """The host paths of the evaluation data (`[data] evaluate_env`): the judge's

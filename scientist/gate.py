@@ -27,12 +27,17 @@ class Gate(Protocol):
 class AutoGate:
     """Autonomous mode (the default): everything is approved."""
 
+    interactive = False
+
     def review(self, proposal: Proposal, diff: str, label: str) -> Decision:
         return Decision(APPROVE)
 
 
 class TerminalGate:
-    """Shows the hypothesis and a coloured diff, then asks: approve, reject or quit."""
+    """Shows the hypothesis and a coloured diff, then asks: approve, reject or quit. The
+    scheduler asks from a thread of its own, one proposal at a time, while evaluations go on."""
+
+    interactive = True
 
     def __init__(self, console: Console):
         self.console = console

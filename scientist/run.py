@@ -3,26 +3,30 @@
     select parent -> propose -> (approve) -> apply edits + commit -> evaluate -> archive
                                                                   -> (confirm) -> ... -> sealed test
 
-Only a variant that fresh paired seeds confirm becomes the best (`scientist.promotion`):
-the loop evaluates the seeds a confirmation asks for and hands the results back; the
-decisions and the record are the promotion's.
+`Run` makes and opens run folders and assembles the parts; the loop itself is the
+scheduler's (`scientist.scheduler`), which keeps N seed-jobs in flight across variants on
+an executor (`scientist.executor`: this machine's slots, or Slurm) and is the archive's
+only writer. Only a variant that fresh paired seeds confirm becomes the best
+(`scientist.promotion`); its seeds are ordinary jobs.
 
-State lives in the run folder after every step: the variant row is written (with its
-commit) before it is evaluated and again when its result is known, so Ctrl-C or
-`kill -9` loses at most the variant in flight, which `resume` evaluates again.
+State lives in the run folder after every step: each seed-job's result is stored when it
+arrives, so Ctrl-C or `kill -9` loses at most the seed-jobs in flight, which `resume` runs
+again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import re
+import queue
 import random
+import re
 import secrets
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,24 +36,22 @@ from rich.console import Console
 from scientist.archive import Archive
 from scientist.config import RunConfig
 from scientist.confirmer import Confirmer
-from scientist.console import Progress, best_table, heartbeat
-from scientist.edits import apply_edits, unified_diff
-from scientist.errors import (BudgetExceeded, EditError, FormatError, ProposalError, SandboxError,
-                              ScientistError)
+from scientist.console import Progress, best_table
+from scientist.errors import ScientistError
 from scientist.evaluator import Evaluator
-from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
-from scientist.integrity import label as label_integrity
-from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
+from scientist.executor import Executor, LocalExecutor, SeedJob
+from scientist.gate import AutoGate, Gate, TerminalGate
+from scientist.llm import LLMClient, LLMSettings
 from scientist.notebook import Notebook
 from scientist.promotion import META as DESIGN_META
 from scientist.promotion import Design, Promotion
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.redaction import Redactor
 from scientist.sandbox import UNCONFINED, UNCONFINED_WARNING, Sandbox, sandbox_for
+from scientist.scheduler import Ledger, Scheduler, Stop, notebook_of
 from scientist.seed import MANIFEST, Scale, Seed, load_seed
-from scientist.selection import NoParentError, Policy, make_policy
-from scientist.variant import (CLEAN, DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness,
-                               Proposal, Result, SeedResult, Variant)
+from scientist.selection import Policy, make_policy
+from scientist.variant import DONE, FAILED, Proposal, SeedResult, Variant
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
@@ -59,16 +61,6 @@ SECRET = "secret.json"  # the run's secret evaluation seed: given to the judge o
 PRISTINE_COMMIT, PRISTINE_SHA256 = "pristine_commit", "pristine_sha256"  # archive meta keys
 MODEL_NEEDED = ("the llm proposer needs a model: --model NAME, SCIENTIST_MODEL, or `model = ...` in the "
                 "config file (e.g. gpt-4o, anthropic/claude-sonnet-4-5, or openai/NAME with --api-base)")
-
-
-class Stop(Exception):
-    """The loop stops early (user quit, budget reached); the archive is intact.
-
-    `failed` marks a stop because the run cannot go on (nothing to select a parent from)."""
-
-    def __init__(self, message: str, failed: bool = False):
-        super().__init__(message)
-        self.failed = failed
 
 
 @dataclass
@@ -85,6 +77,9 @@ class Run:
     console: Console
     heartbeat_seconds: float = 30.0  # how often a running variant reports what it is doing
     infra_wait: float = 10.0  # seconds before a training seed whose sandbox failed runs again
+    # (run, workers, threads, notify) -> the executor; None: the one `executor` names. Tests
+    # put an executor here that ends jobs in an order they choose.
+    make_executor: Callable[..., Executor] | None = None
 
     # --- construction -----------------------------------------------------------------
     @classmethod
@@ -149,11 +144,15 @@ class Run:
         archive.set_meta("proposer_uses_llm", proposer.uses_llm)
         archive.set_meta("sandbox", config.sandbox)
         archive.set_meta("proposer_description", proposer.describe())
-        # the label ties every process the run starts to this run folder, so a resume
-        # can find what a killed orchestrator left behind
-        label = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+        label = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]  # see `label`
         return cls(run_dir, config, seed, archive, Workspace(run_dir / REPO),
                    sandbox_for(config, label), proposer, policy, gate, console)
+
+    @property
+    def label(self) -> str:
+        """Ties every process and job the run starts to its folder, so that a resume can find
+        what a killed orchestrator left behind (cgroups, containers, Slurm jobs)."""
+        return hashlib.sha1(str(self.dir.resolve()).encode()).hexdigest()[:16]
 
     # --- the loop -----------------------------------------------------------------------
     def banner(self) -> str:
@@ -182,11 +181,10 @@ class Run:
     def execute(self) -> int:
         """Run the loop to its end; returns the exit status (0, or 1 if the run cannot go on)."""
         scale = self.seed.scale(self.config.scale)
-        workers = self.config.workers or max(1, min(scale.training_seeds, os.cpu_count() or 1))
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        workers, threads = self.slots()
         eval_seed = read_secret(self.dir / SECRET)
-        self.evaluator = Evaluator(self.seed, scale, self.workspace, self.sandbox,
-                                   self.archive.get_meta(PRISTINE_COMMIT), workers, threads,
+        self.evaluator = Evaluator(self.seed, scale, Workspace(self.dir / REPO), self.sandbox,
+                                   self.archive.get_meta(PRISTINE_COMMIT), 1, threads,
                                    eval_seed=eval_seed,
                                    pristine_sha256=self.archive.get_meta(PRISTINE_SHA256),
                                    redactor=self._redactor(eval_seed), infra_wait=self.infra_wait)
@@ -197,10 +195,15 @@ class Run:
         if best is not None:  # (a run from before confirmations may have tagged a raw one)
             self.progress.best = self.archive.fitness(best)
             self.workspace.tag_best(best.commit)
-        self.confirmer = Confirmer(
-            self.promotion, self.archive, self.workspace, self.progress,
-            lambda v, seeds, eval_set: self._run_seeds(v, seeds, eval_set, quiet=True),
-            self._duration, self.config.time_budget, workers)
+        if not (self.dir / PRISTINE / MANIFEST).is_file():  # the run's own seed (nodes load it)
+            self.workspace.export("v0000", self.dir / PRISTINE)
+        events: queue.Queue = queue.Queue()
+        self.executor = self._executor(workers, threads, events)
+        self.confirmer = Confirmer(self.promotion, self.archive, self.workspace, self.progress,
+                                   self._duration, self.config.time_budget, self.executor.slots)
+        ahead = self.config.ahead
+        if ahead is None:
+            ahead = math.ceil(self.executor.slots / scale.training_seeds)
         self.console.print(self.banner(), highlight=False)
         if not self.proposer.uses_llm:
             self.console.print(f"  {self.proposer.describe()}", highlight=False)
@@ -208,24 +211,18 @@ class Run:
         self.archive.set_meta("started_at", self.archive.get_meta("started_at") or time.time())
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         client = getattr(self.proposer, "client", None)
-        if client is not None:  # say so when the provider makes us wait
+        if client is not None:  # proposals are made in threads: the scheduler writes their records
+            self.ledger = Ledger(self.archive.llm_usage(), events)
+            client.spent, client.record = self.ledger.spent, self.ledger.record
             client.on_retry = lambda msg: self.progress.line(None, f"[yellow]{msg}[/]")
             self.proposer.on_attempt = lambda msg: self.progress.line(None, f"[yellow]{msg}[/]")
-        leftovers = self.sandbox.kill_leftovers()
+        leftovers = self.sandbox.kill_leftovers() + self.executor.cancel_leftovers()
         if leftovers:
-            self.console.print(f"  killed {leftovers} process(es) left running by this run's "
-                               "previous orchestrator")
+            self.console.print(f"  ended {leftovers} process(es) or job(s) left running by this "
+                               "run's previous orchestrator")
         try:
             try:
-                self._baseline()
-                unfinished = self.promotion.in_progress()
-                if unfinished is not None:  # interrupted in the middle of a confirmation
-                    self.confirmer.confirm(unfinished)
-                for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
-                    self.progress.line(v.iteration, f"{v.name} was in flight when the run "
-                                                    "stopped; evaluating it again")
-                    self._evaluate(v)
-                self._loop()
+                Scheduler(self, self.executor, events, ahead).loop()
                 status = "finished"
             except Stop as e:
                 self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
@@ -233,18 +230,61 @@ class Run:
                     self._finish("failed")
                     return 1
                 status = "stopped"
-            self.confirmer.sealed_test()
             self._finish(status)
             return 0
         except KeyboardInterrupt:
+            self.executor.cancel_all()
             self.sandbox.kill_all()
             self._finish("interrupted")
             self.console.print(f"[yellow]Interrupted.[/] The archive is intact; continue with "
                                f"`scientist resume {self.dir.name}`.")
             raise
+        except BaseException:  # the framework failed (e.g. a tampered repository): end the jobs
+            self.executor.cancel_all()
+            raise
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.sandbox.kill_all()
+            self.executor.close()
+
+    def slots(self) -> tuple[int, int]:
+        """Seed-jobs in flight and threads per step: `workers` and `threads` as configured,
+        else one slot per GPU group (with `gpus`), else CPU cores / threads (threads 1);
+        8 Slurm jobs at a time with the slurm executor."""
+        cores, c = os.cpu_count() or 1, self.config
+        if c.executor == "slurm":
+            return c.workers or 8, c.threads or 1
+        if c.gpus:
+            from scientist.docker_sandbox import gpu_groups
+
+            workers = c.workers or len(gpu_groups(c.gpus, c.gpus_per_step))
+            return workers, c.threads or max(1, cores // workers)
+        if c.workers:
+            return c.workers, c.threads or max(1, cores // c.workers)
+        threads = c.threads or 1
+        return max(1, cores // threads), threads
+
+    def _executor(self, workers: int, threads: int, events: queue.Queue) -> Executor:
+        if self.make_executor is not None:
+            return self.make_executor(self, workers, threads, events.put)
+        if self.config.executor == "slurm":
+            from scientist.slurm import SlurmExecutor
+
+            return SlurmExecutor.for_run(self, workers, threads, events.put)
+        if self.config.executor != "local":
+            raise ScientistError(f"unknown executor {self.config.executor!r}; available: "
+                                 "local, slurm")
+        groups = None
+        if self.config.gpus and self.sandbox.name == "docker":
+            from scientist.docker_sandbox import gpu_groups
+
+            groups = gpu_groups(self.config.gpus, self.config.gpus_per_step)[:workers]
+        ev = self.evaluator
+
+        def run_seed(job: SeedJob, gpus: tuple[str, ...] | None) -> SeedResult:
+            return ev.run_seed(job.commit, job.seed, Path(job.folder), job.eval_set, gpus)
+
+        return LocalExecutor(run_seed, workers, events.put, self.sandbox.kill_all, groups)
 
     def _redactor(self, eval_seed: int | None) -> Redactor:
         """Secrets to keep out of everything a step leaves: the environment's, the configured
@@ -254,20 +294,7 @@ class Run:
             extra.append(os.environ[self.config.api_key_env])
         return Redactor.from_environment(extra)
 
-    def _baseline(self) -> None:
-        if self.archive.count():
-            return
-        v = self.archive.new_variant(None, 0, status=RUNNING, commit=self.archive.get_meta(PRISTINE_COMMIT),
-                                     hypothesis="", proposer="baseline")
-        n = self._noise_seeds()
-        self.progress.line(0, f"{v.name}: evaluating the unmodified seed on {n} training seeds "
-                              "(its spread between them is the run's noise floor)")
-        self._evaluate(v, seeds=range(n))
-        noise = self.promotion.noise()
-        if noise is not None:
-            self.progress.line(0, noise.describe(self.seed.metric, self.promotion.design))
-
-    def _noise_seeds(self) -> int:
+    def noise_seeds(self) -> int:
         scale = self.seed.scale(self.config.scale)
         n = self.config.noise_seeds or scale.noise_seeds
         if n < scale.training_seeds:
@@ -281,38 +308,29 @@ class Run:
         saved = self.archive.get_meta(DESIGN_META)
         if isinstance(saved, dict):
             return Design.from_dict(saved)
-        d = Design.for_run(self.config, scale, self._noise_seeds())
+        d = Design.for_run(self.config, scale, self.noise_seeds())
         self.archive.set_meta(DESIGN_META, asdict(d))
         return d
 
-    def _loop(self) -> None:
-        total = self.config.iterations or 0
-        while (k := self._next_iteration()) <= total:
-            self._check_budget()
-            try:
-                self._iteration(k)
-            except BudgetExceeded as e:
-                raise Stop(f"{e}. Raise it to go on: `scientist resume {self.dir.name} "
-                           "--max-cost USD` (or --max-tokens N)") from None
-            except ProviderError as e:
-                raise Stop(f"{e}\nThe archive is intact; `scientist resume {self.dir.name}` continues "
-                           "the run (replies received so far are cached).", failed=True) from None
-
-    def _next_iteration(self) -> int:
-        return max((v.iteration for v in self.archive.all()), default=0) + 1
-
-    def _check_budget(self) -> None:
+    def over_time_budget(self) -> str | None:
+        """Why no new variant may start (None: it may): at the pace of the variants that ran
+        to their end (the longest; a crash in one second says nothing about how long the
+        next variant will train), it would end past the time budget."""
         budget = self.config.time_budget
         if budget is None:
-            return
-        # the pace of a variant that ran to its end: the longest done so far (a crash in
-        # one second says nothing about how long the next variant will train)
+            return None
         finished = [v for v in self.archive.all() if v.finished_at and v.status in (DONE, FAILED)]
         done = [v for v in finished if v.status == DONE] or finished
         pace = max((self._duration(v) for v in done), default=0.0)
         if self.progress.elapsed + pace > budget:
-            raise Stop(f"time budget of {budget:.0f} s reached after "
-                       f"{self.progress.elapsed:.0f} s (a variant takes about {pace:.0f} s)")
+            return (f"time budget of {budget:.0f} s reached after {self.progress.elapsed:.0f} s "
+                    f"(a variant takes about {pace:.0f} s)")
+        return None
+
+    def _check_budget(self) -> None:
+        why = self.over_time_budget()
+        if why is not None:
+            raise Stop(why)
 
     @staticmethod
     def _duration(v: Variant) -> float:
@@ -320,156 +338,65 @@ class Run:
             return 0.0
         return max((s.train_seconds + s.eval_seconds for s in v.result.seeds), default=0.0)
 
-    def _iteration(self, k: int) -> None:
-        rng = random.Random(f"{self.config.rng_seed}:{k}")
-        client = getattr(self.proposer, "client", None)
-        if client is not None:
-            client.check_budget()
-        repair = self._repair_target()
-        if repair is not None:
-            parent, attempt = repair
-        else:
-            try:
-                parent = self.policy.select(self.archive, rng)
-            except NoParentError as e:
-                raise Stop(str(e), failed=True) from None
+    def context(self, k: int, parent_id: int) -> Context:
+        """What variant `k`'s proposal is made from: the archive as it stood when its parent
+        was selected (`Archive.history`), so that a resumed run makes the same proposal."""
+        history = self.archive.history(self.archive.seen(k))
+        by_id = {v.id: v for v in history}
+        parent = by_id.get(parent_id) or self.archive.get(parent_id)
         files = self.workspace.read(parent.commit, self.seed.editable)
-        ctx = self._context(k, parent, files, rng)
-        try:
-            if repair is not None:
-                self.progress.line(k, f"{parent.name} failed; asking the LLM to repair it "
-                                      f"(attempt {attempt} of {self.config.max_repairs})")
-                proposal = self.proposer.repair(ctx, parent, attempt, self.config.max_repairs)
-            else:
-                proposal = self.proposer.propose(ctx)
-            new_files = apply_edits(files, proposal.edits, editable=self.seed.editable,
-                                    protected=self.seed.protected)
-        except (FormatError, EditError, ProposalError, ValueError) as e:
-            self._used(parent, repair)
-            error = redact(str(e))
-            v = self.archive.new_variant(parent.id, k, status=INVALID, error=error,
-                                         proposer=self.proposer.name, finished_at=time.time())
-            self.progress.line(k, f"{v.name} from {parent.name}: [red]invalid proposal[/] — "
-                                  f"{(error.splitlines() or [type(e).__name__])[0]}{self._usage_note(k)}")
-            return
-        self._used(parent, repair)
-        diff = unified_diff(files, {**files, **new_files})
-        label = f"iteration {k}, parent {parent.name} (fitness {Fitness(parent.fitness)})"
-        decision = self.gate.review(proposal, diff, label)
-        if decision.action == QUIT:
-            raise Stop(decision.reason)
-        if decision.action != APPROVE:
-            v = self._record(parent, k, proposal, REJECTED, diff=diff, error=decision.reason)
-            self.archive.log("rejected", decision.reason, v.id)
-            self.progress.line(k, f"{v.name}: rejected by the user — {decision.reason}")
-            return
-        vid = self.archive.next_id()
-        sha = self.workspace.commit(parent.commit, new_files,
-                                    _message(vid, parent, proposal), f"v{vid:04d}")
-        v = self._record(parent, k, proposal, RUNNING, commit=sha,
-                         diff=self.workspace.diff(parent.commit, sha))
-        if v.id != vid:  # only one process may write a run at a time
-            raise ScientistError(f"variant id {v.id} does not match its branch v{vid:04d}; "
-                                 "is another process writing to this run?")
-        self.progress.line(k, f"{v.name} from {parent.name}: {proposal.hypothesis}"
-                              + (f" [dim](predicted {proposal.predicted:+.4g})[/]"
-                                 if proposal.predicted is not None else "") + self._usage_note(k))
-        self._evaluate(v)
+        rng = random.Random(f"{self.config.rng_seed}:{k}")
+        state = self.archive.rng_state(k)
+        if state is not None:  # where the selection left the iteration's stream
+            rng.setstate((state[0], tuple(state[1]), state[2]))
+        total = self.config.iterations or 0
+        if not self.proposer.uses_llm:
+            return Context(self.seed, parent, files, history, rng, iteration=k, total=total)
+        (self.dir / NOTEBOOK).write_text(Notebook.from_archive(self.archive, self.seed.metric)
+                                         .markdown())  # for people: everything so far
+        book = notebook_of(history, self.archive.events(), self.seed.metric, self.seed.maximize)
+        protected = self.workspace.read(self.archive.get_meta(PRISTINE_COMMIT), self.seed.protected)
+        lineage, vid = [], parent.id
+        while vid is not None:
+            lineage.append(by_id.get(vid) or self.archive.get(vid))
+            vid = lineage[-1].parent_id
+        return Context(self.seed, parent, files, history, rng, iteration=k, total=total,
+                       notebook=book.render(self.config.notebook_tokens),
+                       lineage=tuple(reversed(lineage)), protected_files=protected)
 
-    def _used(self, parent: Variant, repair: object) -> None:
-        """Mark a selected parent as just used (LRU order of the selection pools) once its
-        proposal is made, not before: a run stopped during the LLM call then resumes with the
-        same state, so it selects the same parent and sends the same (cached) request."""
-        if repair is None:
-            self.archive.touch(parent.id)
-
-    def _usage_note(self, k: int) -> str:
+    def usage_note(self, k: int) -> str:
         if not self.proposer.uses_llm:
             return ""
         return f" [dim](LLM: {self.archive.llm_usage(k)}; run total {self.archive.llm_usage()})[/]"
 
-    def _context(self, k: int, parent: Variant, files: dict[str, str], rng: random.Random) -> Context:
-        history = self.archive.all()
-        if not self.proposer.uses_llm:
-            return Context(self.seed, parent, files, history, rng, iteration=k,
-                           total=self.config.iterations or 0)
-        book = Notebook.from_archive(self.archive, self.seed.metric)
-        (self.dir / NOTEBOOK).write_text(book.markdown())
-        protected = self.workspace.read(self.archive.get_meta(PRISTINE_COMMIT), self.seed.protected)
-        return Context(self.seed, parent, files, history, rng, iteration=k,
-                       total=self.config.iterations or 0,
-                       notebook=book.render(self.config.notebook_tokens),
-                       lineage=tuple(self.archive.lineage(parent.id)), protected_files=protected)
-
-    def _repair_target(self) -> tuple[Variant, int] | None:
-        """The variant to repair next, and which attempt this is: the last variant, if it
-        failed when run, with at most `max_repairs` failures in a row along its lineage."""
+    def repair_target(self) -> tuple[Variant, int] | None:
+        """The failed variant to repair next, and which attempt this is: the first (in
+        the order they failed) that has no child yet, with at most `max_repairs` failures
+        in a row along its lineage. (Run one at a time, that is the last variant, if it
+        failed.)"""
         if self.config.max_repairs <= 0 or not hasattr(self.proposer, "repair"):
             return None
         vs = self.archive.all()
-        last = vs[-1] if vs else None
-        if last is None or last.status != FAILED or last.parent_id is None or not last.commit:
-            return None
-        by_id = {v.id: v for v in vs}
-        depth, v = 0, last
+        parents = {v.parent_id for v in vs}
+        failed = sorted((v for v in vs if v.status == FAILED and v.parent_id is not None
+                         and v.commit and v.id not in parents), key=lambda v: v.finished_at or 0)
+        for v in failed:
+            depth = self.repair_depth(v)
+            if depth <= self.config.max_repairs:
+                return v, depth
+        return None
+
+    def repair_depth(self, v: Variant) -> int:
+        """Failures in a row along `v`'s lineage, `v` included."""
+        depth = 0
         while v is not None and v.status == FAILED:
             depth += 1
-            v = by_id.get(v.parent_id) if v.parent_id is not None else None
-        return (last, depth) if depth <= self.config.max_repairs else None
+            v = self.archive.get(v.parent_id) if v.parent_id is not None else None
+        return depth
 
-    def _record(self, parent: Variant, k: int, p: Proposal, status: str, **kw: object) -> Variant:
-        return self.archive.new_variant(parent.id, k, status=status, hypothesis=p.hypothesis,
-                                        rationale=p.rationale, prediction=p.prediction,
-                                        proposer=p.proposer, predicted=p.predicted, **kw)
-
-    def _evaluate(self, v: Variant, seeds: Iterable[int] | None = None) -> None:
-        self.archive.update(v.id, status=RUNNING)
-        if v.parent_id is None and seeds is None:  # the baseline, evaluated again on resume
-            seeds = range(self._noise_seeds())
-        result = self._run_seeds(v, seeds)
-        integrity = label_integrity(result, self.seed, self.config.scale)
-        self.archive.record_result(v.id, result, DONE if result.ok else FAILED, integrity)
-        self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
-        fit = Fitness(result.mean, self.seed.maximize)
-        if integrity[0] != CLEAN:
-            self.archive.log("integrity", f"{integrity[0]}: {integrity[1]}", v.id)
-            self.progress.line(v.iteration, f"{v.name}: [bold red]{integrity[0]}[/] — {integrity[1]}")
-        if not result.ok:
-            self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
-            return
-        se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
-        self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} (s.e.) over "
-                                        f"{len(result.values)} seeds")
-        if integrity[0] != CLEAN:  # never best, so never a challenger either
-            return
-        if v.parent_id is None:
-            if self.progress.best is None:  # the baseline is the first confirmed best
-                self.progress.best = fit
-                self.workspace.tag_best(v.commit)
-        else:
-            self.confirmer.challenge(self.archive.get(v.id))
-
-    def _run_seeds(self, v: Variant, seeds: Iterable[int] | None = None,
-                   eval_set: str = "fitness", quiet: bool = False) -> Result:
-        """Train and score `v` on `seeds` (default: the scale's), with a heartbeat."""
-        folder = self.dir / VARIANTS / v.name
-        seeds = None if seeds is None else list(seeds)
-
-        def seed_done(r: SeedResult) -> None:
-            done.add(r.seed)
-            if not quiet:
-                self.progress.seed_done(v.iteration, v, r, self.seed.metric)
-
-        try:
-            with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds,
-                           seeds, "sealed-" if eval_set == "sealed" else "") as done:
-                return self.evaluator.evaluate(v.commit, folder, on_seed=seed_done, seeds=seeds,
-                                               eval_set=eval_set)
-        except SandboxError as e:  # not the variant's fault: it stays in flight, not failed
-            raise Stop(f"the {self.sandbox.name} sandbox failed while running {v.name}, which is "
-                       f"not the variant's fault: {e}\nThe archive is intact; once that is fixed, "
-                       f"`scientist resume {self.dir.name}` runs those seeds again.",
-                       failed=True) from None
+    @staticmethod
+    def message(vid: int, parent: Variant, p: Proposal) -> str:
+        return _message(vid, parent, p)
 
     def _finish(self, status: str) -> None:
         a = self.archive

@@ -70,6 +70,8 @@ class Step:
     ipc_writable: bool = False  # the learner's (it binds the socket); the judge only connects
     hidden: tuple[Path, ...] = ()  # host paths the step must not see even where a system
     #                                folder holds them (the evaluation data, for train/learner)
+    gpus: tuple[str, ...] | None = None  # the GPUs of the seed-job's slot (None: the
+    #                                      sandbox's own choice; the Docker sandbox's pool)
 
 
 @dataclass(frozen=True)
@@ -413,6 +415,11 @@ def check_config(config: object) -> None:
     gpus = getattr(config, "gpus", "") or ""
     if name not in SANDBOXES:
         raise ScientistError(f"unknown sandbox {name!r}; available: {', '.join(SANDBOXES)}")
+    if getattr(config, "executor", "local") == "slurm":  # steps run on the nodes, not here
+        if gpus:
+            raise ScientistError("--gpus is for this machine's GPUs; on Slurm a seed-job gets "
+                                 "its GPUs from the cluster (--slurm-gpus, default the scale's)")
+        return
     if gpus and name != "docker":
         raise ScientistError(f"--gpus needs --sandbox docker (the {name} sandbox does not "
                              "assign GPUs)")
@@ -425,9 +432,31 @@ def check_config(config: object) -> None:
         preflight()
 
 
+class OnNodes:
+    """The sandbox of a run whose steps run on Slurm nodes (`scientist.slurm`): each job makes
+    the real one there; the orchestrator runs no step."""
+
+    python = sys.executable
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def run(self, step: Step, cancel: threading.Event | None = None) -> StepOutcome:
+        raise SandboxError(f"the {self.name} sandbox of this run runs steps on its Slurm nodes")
+
+    def kill_leftovers(self) -> int:
+        return 0
+
+    def kill_all(self) -> None:
+        pass
+
+
 def sandbox_for(config: object, label: str) -> Sandbox:
     """The sandbox a run's configuration asks for (GPUs only in Docker containers)."""
     name = getattr(config, "sandbox", "local")
+    if getattr(config, "executor", "local") == "slurm":
+        check_config(config)
+        return OnNodes(name)
     if name != "docker":
         check_config(config)
         return make_sandbox(name, label=label)

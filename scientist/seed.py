@@ -49,6 +49,8 @@ class Scale:
     noise_seeds: int = 4
     """Training seeds of the baseline at the start of a run: its spread between them is the
     run's noise floor (default: max(4, 2 x training_seeds); at least training_seeds)."""
+    gpus: int = 0
+    """GPUs a seed-job wants at this scale: what a Slurm job asks for by default."""
     integrity: "Integrity | None" = None
     """`[scales.NAME.integrity]`: this scale's own thresholds, each field falling back to the
     seed's `[integrity]` (a gap calibrated on smoke's 32 lanes is noise on test's 2)."""
@@ -73,7 +75,8 @@ class Integrity:
     """What makes a fitness implausible for this seed (`[integrity]` in seed.toml): a variant
     is labelled `suspicious` when its fitness is past `ceiling`, or when it beats the
     `holdout` metric (measured the same way on data selection never sees) by more than
-    `max_gap` in the fitness's direction."""
+    `max_gap` in the fitness's direction (`inf`: no gap check, e.g. at a scale too small for
+    the gap to be more than noise)."""
 
     ceiling: float | None = None
     holdout: str = ""
@@ -203,7 +206,7 @@ def _integrity(get: _Getter, key: str = "integrity", base: Integrity | None = No
     nan = math.nan
     ceiling = get.number(f"{key}.ceiling", required=False,
                          default=nan if base.ceiling is None else base.ceiling)
-    gap = get.number(f"{key}.max_gap", required=False,
+    gap = get.number(f"{key}.max_gap", required=False, infinite=True,  # inf: no gap check
                      default=nan if base.max_gap is None else base.max_gap)
     holdout = get.str(f"{key}.holdout", required=False) or base.holdout
     if holdout and math.isnan(gap):
@@ -222,16 +225,18 @@ def _scale(name: str, get: _Getter, integrity: Integrity) -> Scale:
     iterations = get.number(f"{key}.iterations", required=False, default=10)
     budget = get.number(f"{key}.time_budget", required=False, default=math.inf)
     noise = get.number(f"{key}.noise_seeds", required=False, default=max(4, 2 * int(seeds)))
+    gpus = get.number(f"{key}.gpus", required=False, default=0)
     for f, v, lo in (("timeout", timeout, 1), ("memory_mb", memory, 64),
                      ("training_seeds", seeds, 1), ("iterations", iterations, 0),
-                     ("time_budget", budget, 1), ("noise_seeds", noise, max(2, seeds))):
+                     ("time_budget", budget, 1), ("noise_seeds", noise, max(2, seeds)),
+                     ("gpus", gpus, 0)):
         if v < lo:
             raise SeedError(f"{get.where}: field '{key}.{f}' must be at least {lo}, not {v}")
     own = None
     if isinstance(get.table(key).get("integrity"), dict):
         own = _integrity(get, f"{key}.integrity", integrity)
     return Scale(name, float(timeout), int(memory), int(seeds), int(iterations),
-                 None if budget == math.inf else float(budget), int(noise), own)
+                 None if budget == math.inf else float(budget), int(noise), int(gpus), own)
 
 
 def _mutable(i: int, m: Any, where: str, editable: tuple[str, ...]) -> Mutable:
@@ -281,11 +286,14 @@ class _Getter:
             raise SeedError(f"{self.where}: field '{key}' must be a non-empty string")
         return v.strip()
 
-    def number(self, key: str, required: bool = True, default: float = 0) -> float:
+    def number(self, key: str, required: bool = True, default: float = 0,
+               infinite: bool = False) -> float:
+        """A finite number (or, with `infinite`, also TOML's `inf`)."""
         v = self._get(key, required)
         if v is None:
             return default
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        ok = math.isfinite(v) or (infinite and v == math.inf) if isinstance(v, (int, float)) else False
+        if isinstance(v, bool) or not ok:
             raise SeedError(f"{self.where}: field '{key}' must be a number, not {v!r}")
         return v
 

@@ -79,19 +79,27 @@ def test_a_scale_may_set_its_own_thresholds_over_the_seeds():
     assert label(wide, seed)[0] == SUSPICIOUS
     # the ceiling is not overridden there: still the seed's
     assert label(result(0.0, metrics={"holdout_neg_mse": 0.0}), seed, "tiny")[0] == SUSPICIOUS
-    raw["scales"]["tiny"]["integrity"] = {"max_gap": -2}
-    with pytest.raises(SeedError, match="scales.tiny.integrity.max_gap"):
+    raw["scales"]["tiny"]["integrity"] = {"max_gap": math.inf}  # TOML's inf: no gap check
+    assert label(result(-0.1, metrics={"holdout_neg_mse": -1e9}), parse_manifest(raw, TOYLEARNER),
+                 "tiny") == (CLEAN, "")
+    for bad, error in ((-2, "at least 0"), (-math.inf, "must be a number"), (math.nan, "must be a number")):
+        raw["scales"]["tiny"]["integrity"] = {"max_gap": bad}
+        with pytest.raises(SeedError, match=f"scales.tiny.integrity.max_gap.*{error}"):
+            parse_manifest(raw, TOYLEARNER)
+    raw["scales"]["tiny"]["integrity"] = {"ceiling": math.inf}  # only a gap may be infinite
+    with pytest.raises(SeedError, match="must be a number"):
         parse_manifest(raw, TOYLEARNER)
 
 
-def test_the_gla_seed_does_not_call_its_own_baseline_suspicious_at_test_scale():
+@pytest.mark.parametrize("name, fitness, holdout", [("gla", -0.61, -9.11), ("symla", -10.0, -12.8)])
+def test_a_seed_does_not_call_its_own_baseline_suspicious_at_test_scale(name, fitness, holdout):
     """CI saw gla's unmodified seed at test scale (2 lanes of 64 steps) beat its held-out lanes
-    by 8.5 and stop the run; smoke keeps the calibrated gap."""
-    seed = load_seed("gla")
-    noisy = {"icl_gain": -0.61, "holdout_icl_gain": -9.11}
-    assert seed.integrity_at("test").max_gap > 36
-    assert label(Result([SeedResult(0, SEED_OK, metrics=noisy)], "icl_gain"), seed, "test")[0] == CLEAN
-    assert label(Result([SeedResult(0, SEED_OK, metrics=noisy)], "icl_gain"), seed, "smoke")[0] == SUSPICIOUS
+    by 8.5, and symla's by 2.8, and stop the run; smoke keeps the calibrated gap."""
+    seed = load_seed(name)
+    noisy = Result([SeedResult(0, SEED_OK, metrics={seed.metric: fitness,
+                                                    seed.integrity.holdout: holdout})], seed.metric)
+    assert label(noisy, seed, "test") == (CLEAN, "")
+    assert label(noisy, seed, "smoke")[0] == SUSPICIOUS
 
 
 @pytest.mark.parametrize("table, error", [

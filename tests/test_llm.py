@@ -59,10 +59,14 @@ def keys(monkeypatch):
 
 
 def llm_run(make_run, toy, server: FakeLLM, protocol: str = "openai", **settings):
+    """A run with the LLM proposer on the toy seed. `ahead=0` (unless asked otherwise): the
+    sequential loop, each proposal made after every earlier result is in, so the prompts
+    these tests read are fixed (tests/test_scheduler.py makes them ahead)."""
     toy.set_scale(training_seeds=1)
     base = server.openai_base if protocol == "openai" else server.anthropic_base
     model = "openai/gpt-4o-mini" if protocol == "openai" else "anthropic/claude-haiku-4-5"
-    return make_run(toy, **{"model": model, "api_base": base, "llm_backoff": 0.01, **settings})
+    return make_run(toy, **{"model": model, "api_base": base, "llm_backoff": 0.01, "ahead": 0,
+                            **settings})
 
 
 def files_of(run_dir: Path) -> list[Path]:
@@ -231,7 +235,8 @@ def test_a_provider_that_keeps_failing_stops_the_run_and_resume_continues(toy, m
     assert "kept failing (3 attempts)" in out.getvalue()
     assert "scientist resume r" in out.getvalue()
     assert run.archive.get_meta("status") == "failed"
-    assert run.archive.count() == 1  # the baseline, intact
+    # the baseline, intact; iteration 1 selected, its proposal made again on resume
+    assert [v.status for v in run.archive.all()] == [DONE, "pending"]
     run.close()
     console, out2 = make_console()
     again = Run.open(runs_dir / "r", console)

@@ -185,7 +185,9 @@ def test_approve_reject_and_quit_at_the_prompt(toy, runs_dir, scientist_cli):
         assert [(e["kind"], e["text"]) for e in a.events(1)] == [
             ("rejected", "the step size is already fine")]
         assert approved.status == "done" and approved.fitness is not None
-        assert a.count() == 3  # quit before iteration 3 was recorded
+        # quit at iteration 3's prompt: selected, its proposal not decided (made and asked
+        # again on resume)
+        assert a.count() == 4 and a.get(3).status == "pending" and not a.get(3).commit
         assert a.get_meta("status") == "stopped"
     finally:
         a.close()
@@ -206,8 +208,9 @@ def test_end_of_input_at_the_prompt_stops_the_run(toy, runs_dir, scientist_cli):
     p = scientist_cli(*run_args(toy, runs_dir, 2, "--approve"), input="")
     assert p.returncode == 0 and "no answer" in p.stdout
     a = reopen(runs_dir / "r")
-    try:
-        assert a.count() == 1 and a.get_meta("status") == "stopped"
+    try:  # nothing ran but the baseline; the proposals made ahead wait for a decision
+        assert a.get_meta("status") == "stopped"
+        assert [v.status for v in a.all()] == ["done"] + ["pending"] * (a.count() - 1)
     finally:
         a.close()
 
@@ -304,7 +307,9 @@ def test_resume_after_kill_9(toy, runs_dir, scientist_cli, victim):
 
     rows = variants(runs_dir / "r")  # the archive is intact, the victim still in flight
     assert rows[:victim] == [(i, i, "done") for i in range(victim)]
-    assert rows[victim:] == [(victim, victim, "running")]
+    assert rows[victim] == (victim, victim, "running")
+    # proposals made ahead are in flight too (approved, or still being made)
+    assert all(r[2] in ("running", "pending") for r in rows[victim:])
     assert no_steps_left(runs_dir / "r"), "the training step outlived its orchestrator"
     resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=victim)
 
