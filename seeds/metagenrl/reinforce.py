@@ -66,10 +66,11 @@ class MLP(nn.Module):
 
 
 def train_reinforce(env, n, steps, seed, hidden, layers, max_episode_steps=None, rollout=1000, lr=1e-3,
-                    value_steps=10, gamma=0.99, lam=0.95, device="cpu"):
-    """Train n fresh agents for `steps` environment steps; returns (pool, greedy act function)."""
+                    value_steps=10, gamma=0.99, lam=0.95, device="cpu", env_seed=None):
+    """Train n fresh agents for `steps` environment steps; returns (pool, greedy act function).
+    `seed` seeds the agents (torch), `env_seed` (default: `seed`) the environments."""
     torch.manual_seed(seed)
-    pool = EnvPool([env] * n, seed, max_episode_steps)
+    pool = EnvPool([env] * n, seed if env_seed is None else env_seed, max_episode_steps)
     mask = torch.as_tensor(pool.act_mask, device=device)  # (n, A)
     pi = MLP(n, pool.obs_dim, pool.act_dim, hidden, layers, out_scale=0.1).to(device)
     vf = MLP(n, pool.obs_dim, 1, hidden, layers).to(device)

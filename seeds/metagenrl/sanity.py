@@ -10,6 +10,10 @@ the learned objective by a hand-written one OF THE SAME FUNCTION CLASS (it reads
 V_{t+1} and the two actions): l_t = A_t |pi(s_t) - a_t|^2 with the TD error A_t = r + gamma V' - V
 (`signed`), or with max(A_t, 0) (`relu`, pull towards better buffer actions only). It shows what an
 objective of that form can do on the environment within the same budget. Prints one JSON line.
+
+Unlike evaluate.py (the judge, which keeps the variant's code in another process), this diagnostic
+runs metagenrl.py in its own process, with the seeds the evaluator used before it had a secret
+(`train_fresh` is that evaluator's meta-test loop), so that the README's sections 2 and 4 reproduce.
 """
 
 import argparse
@@ -18,11 +22,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import evaluate
 import metagenrl
 import train
+from envs import EnvPool, Replay
 
 
 class HandObjective(torch.nn.Module):
@@ -36,6 +42,30 @@ class HandObjective(torch.nn.Module):
             adv = torch.relu(adv)
         d2 = ((a_pi - a_buf) ** 2 * act_mask).sum(-1) / act_mask.sum(-1).clamp(min=1)
         return adv * d2 * valid
+
+
+def greedy_returns(act, env, n, episodes, max_episode_steps, seed=evaluate.ENV_SEED + 7):
+    """Returns (n, episodes) of the deterministic policies act(obs, step, explore=False)."""
+    pool = EnvPool([env] * n, seed, max_episode_steps)
+    while min(len(f) for f in pool.finished) < episodes:
+        pool.step(act(pool.obs, 0, explore=False))
+    return np.array([f[:episodes] for f in pool.finished])
+
+
+def train_fresh(env, budget, agent_kwargs, objective, seed):
+    """Train `agents` fresh agents on env for `steps` steps (objective None: TD3); returns the greedy
+    returns (before, after)."""
+    n, steps, eps, mes = budget["agents"], budget["steps"], budget["episodes"], budget["max_episode_steps"]
+    torch.manual_seed(seed)
+    pool = EnvPool([env] * n, seed, mes)
+    replay = Replay(n, pool.obs_dim, pool.act_dim, steps, seed)
+    agents = metagenrl.Agents(n, pool.obs_dim, pool.act_dim, pool.act_mask, **agent_kwargs)
+    agents.gen.manual_seed(seed)
+    before = greedy_returns(agents.act, env, n, eps, mes)
+    for step in range(steps):
+        replay.add(pool.step(agents.act(pool.obs, step)))
+        agents.update(replay, objective)
+    return before, greedy_returns(agents.act, env, n, eps, mes)
 
 
 def main():
@@ -69,7 +99,7 @@ def main():
     seed = evaluate.ENV_SEED + 1000 * cli.seed
     for name, obj in (("learned", objective), ("td3", None))[: 1 if cli.no_td3 else 2]:
         t = time.time()
-        before, after = evaluate.train_fresh(metagenrl, cli.env, budget, kw, obj, "cpu", seed)
+        before, after = train_fresh(cli.env, budget, kw, obj, seed)
         res.update({"init": before.mean(1).round(1).tolist(), name: after.mean(1).round(1).tolist(),
                     f"{name}_seconds": round(time.time() - t)})
     print(json.dumps(res))
