@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("gymnasium")
+from conftest import need_module
+
+torch = need_module("torch")
+need_module("gymnasium")
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "seeds" / "metagenrl"
 
