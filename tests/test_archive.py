@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from scientist.archive import Archive
@@ -128,16 +130,38 @@ def test_touch_makes_a_variant_the_most_recently_used(archive):
     assert used[ids[0]] > used[ids[2]]
 
 
-def test_a_new_variant_is_written_whole_or_not_at_all(archive, monkeypatch):
-    # a variant is inserted with its commit in one transaction: a kill in between must not
-    # leave a running row without a commit, which resume could not evaluate
+class DiesAt:
+    """The archive's SQLite connection, in a process that is interrupted (Ctrl-C) just as it
+    is about to run the first statement that starts with `prefix`."""
+
+    def __init__(self, db: sqlite3.Connection, prefix: str):
+        self.db, self.prefix = db, prefix
+
+    def execute(self, sql: str, *args):
+        if sql.lstrip().upper().startswith(self.prefix):
+            raise KeyboardInterrupt
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_new_variant_is_written_whole_or_not_at_all(tmp_path):
+    # a variant is inserted with its commit in one transaction: a kill between the insert and
+    # the fields must not leave a running row without a commit, which resume could not evaluate
+    path = tmp_path / "archive.sqlite"
+    a = Archive(path)
     with pytest.raises(KeyError, match="no variant field 'nonsense'"):
-        archive.new_variant(None, 0, status=RUNNING, commit="abc", nonsense=1)
-    assert archive.count() == 0
-
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(archive, "update", killed)  # the process dies after the insert
-    v = archive.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
-    assert (archive.get(v.id).commit, archive.get(v.id).hypothesis) == ("abc", "h")
+        a.new_variant(None, 0, status=RUNNING, commit="abc", nonsense=1)
+    assert a.count() == 0
+    a.db = DiesAt(a.db, "UPDATE")  # the insert went through; the process dies before the fields
+    with pytest.raises(KeyboardInterrupt):
+        a.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
+    a.close()
+    b = Archive(path)  # what resume would find
+    try:
+        assert b.count() == 0 and b.in_flight() == []
+        v = b.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
+        assert (v.id, b.get(v.id).commit, b.get(v.id).hypothesis) == (0, "abc", "h")
+    finally:
+        b.close()
