@@ -94,6 +94,19 @@ def test_metrics_planted_by_training_are_not_read(toy, tmp_path):
     assert not r.ok and "Permission denied" in r.seeds[0].stderr_tail
 
 
+def test_planted_metrics_are_not_read_when_the_evaluator_writes_none(toy, tmp_path):
+    # the pristine evaluator writes no metrics file here: what training planted where the
+    # metrics go must not become the fitness (the evaluator deletes it before scoring)
+    ev = toy.path / "evaluate.py"
+    ev.write_text(ev.read_text().replace('open(a.metrics, "w")', "open(os.devnull, 'w')"))
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
+    plant = "import json; json.dump({'neg_mse': 1e9}, open(os.path.join(a.out, '..', 'metrics.json'), 'w'))"
+    r = b.evaluate(b.variant(plant), "planted-alone")
+    assert not r.ok and r.mean is None
+    assert {s.status for s in r.seeds} == {SEED_NO_METRICS}
+    assert "no metrics file" in r.seeds[0].reason
+
+
 class Recording:
     """The local sandbox, keeping every Step it was given."""
 
