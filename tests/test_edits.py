@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from scientist.editblocks import Edit, parse_edits, render_edit
+from scientist.editblocks import FORMAT_REMINDER, Edit, parse_edits, render_edit
 from scientist.edits import apply_edits, unified_diff, write_files
 from scientist.errors import EditError, FormatError
 
@@ -104,6 +104,17 @@ PARSE_CASES = [
         id="empty_replace_deletes_lines",
     ),
     pytest.param(BLOCK.rstrip("\n"), [LR_EDIT], id="no_newline_after_replace_marker"),
+    pytest.param(BLOCK.replace("\n", "\r"), [LR_EDIT], id="old_mac_cr_line_endings"),
+    pytest.param(f"train.py\n\n\n\n\n{BODY}", [LR_EDIT], id="four_blank_lines_after_filename"),
+    pytest.param(f"Here:\n\ntrain.py\n\n{BODY}", [LR_EDIT], id="prose_blank_filename_blank"),
+    pytest.param(f"```python hl_lines=2 train.py\n{BODY}```\n", [LR_EDIT], id="fence_info_with_options"),
+    pytest.param(f"### 'train.py':\n{BODY}", [LR_EDIT], id="filename_quoted_in_heading"),
+    pytest.param(BLOCK.replace("train.py", "Xception.py"), [Edit("Xception.py", "    lr = 3e-4\n", "    lr = 1e-3\n")],
+                 id="filename_starting_with_capital_x"),
+    pytest.param(BLOCK.replace("train.py", "docs/APPENDIX"),
+                 [Edit("docs/APPENDIX", "    lr = 3e-4\n", "    lr = 1e-3\n")], id="filename_ending_with_capital_x"),
+    pytest.param(BLOCK.replace("train.py", "a=b.py"), [Edit("a=b.py", "    lr = 3e-4\n", "    lr = 1e-3\n")],
+                 id="marker_character_inside_filename"),
 ]
 
 
@@ -150,6 +161,38 @@ FORMAT_ERROR_CASES = [
         id="replace_marker_without_search",
     ),
 ]
+
+
+NO_PATH = "has no file path: put the path alone on the line right before `<<<<<<< SEARCH`"
+EXACT_FORMAT_ERRORS = [
+    pytest.param("Sure! I would raise the learning rate to 1e-3.\n",
+                 "The reply contains no SEARCH/REPLACE blocks, so nothing can be changed.\n\n" + FORMAT_REMINDER,
+                 id="no_blocks_at_all"),
+    pytest.param("train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n",
+                 "Block 1 (train.py), starting at reply line 2: the SEARCH section has no `=======` line after it; "
+                 "the reply looks cut off. Send the complete block again.", id="truncated_inside_search"),
+    pytest.param("train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n=======\n    lr = 1e-3\n",
+                 "Block 1 (train.py), starting at reply line 2: the block never reaches its `>>>>>>> REPLACE` line; "
+                 "the reply looks truncated. Send the complete block again.", id="truncated_reply_missing_replace"),
+    pytest.param("train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n>>>>>>> REPLACE\n",
+                 "Block 1 (train.py), starting at reply line 2: found `>>>>>>> REPLACE` at reply line 4 before the "
+                 "`=======` line that ends the SEARCH section.\n\n" + FORMAT_REMINDER, id="search_without_divider"),
+    pytest.param(f"{BODY}Thanks.", f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER,
+                 id="no_filename_and_a_last_line_that_looks_like_one"),
+    pytest.param(f"{BODY}```python train.py\n",
+                 f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER, id="a_trailing_fence_names_no_block"),
+    pytest.param(f"train.py\n\n\n\n\n\n{BODY}", f"Block 1 (reply line 7) {NO_PATH} (found '' there).\n\n"
+                 + FORMAT_REMINDER, id="five_blank_lines_after_filename"),
+    pytest.param(f"<train.py>\n{BODY}", f"Block 1 (reply line 2) {NO_PATH} (found '<train.py>' there).\n\n"
+                 + FORMAT_REMINDER, id="filename_in_angle_brackets"),
+]
+
+
+@pytest.mark.parametrize(("reply", "message"), EXACT_FORMAT_ERRORS)
+def test_parse_error_messages(reply: str, message: str) -> None:
+    with pytest.raises(FormatError) as caught:
+        parse_edits(reply)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(("reply", "patterns"), FORMAT_ERROR_CASES)
@@ -458,6 +501,15 @@ def test_render_text() -> None:
 def test_render_refuses_what_would_not_parse_back(edit: Edit, pattern: str) -> None:
     with pytest.raises(ValueError, match=pattern):
         render_edit(edit)
+
+
+def test_render_says_which_section_holds_a_marker() -> None:
+    with pytest.raises(ValueError) as e:
+        render_edit(Edit("a.py", "x\n", "y\n=======\n"))
+    assert str(e.value) == "REPLACE text for a.py contains marker line '======='"
+    with pytest.raises(ValueError) as e:
+        render_edit(Edit("a.py", ">>>>>>> REPLACE\n", "y\n"))
+    assert str(e.value) == "SEARCH text for a.py contains marker line '>>>>>>> REPLACE'"
 
 
 DIFF_CASES = [
