@@ -5,6 +5,7 @@ Each model quirk the parser or applier tolerates has one regression case named a
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -573,3 +574,140 @@ def test_write_files_refuses_paths_outside_root(tmp_path, path: str) -> None:
         write_files(root, {"ok.py": "fine\n", path: "bad\n"})
     assert list(outside.iterdir()) == []
     assert not (root / "ok.py").exists()  # nothing is written when any path is refused
+
+
+# --- what the model is shown when SEARCH matches nothing: the closest lines ----------------
+
+def no_match_message(files: dict[str, str], edit: Edit) -> str:
+    with pytest.raises(EditError) as caught:
+        apply_edits(files, [edit], editable=["*.py"], protected=[])
+    return str(caught.value)
+
+
+def closest(text: str, search: str) -> str | None:
+    """The lines the model is shown as closest to SEARCH, or None."""
+    msg = no_match_message({"a.py": text}, Edit("a.py", search, "replacement = 1\n"))
+    if "Nothing in a.py resembles the SEARCH text." in msg:
+        return None
+    return msg.split("are:\n```\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_whole_message_for_a_search_that_matches_nothing():
+    files = {"a.py": "x = 1\nQQQQQ\n", "b.py": "ZZZZZ\n", "c.py": "ZZZZZ\n"}
+    msg = no_match_message(files, Edit("a.py", "ZZZZZ\n", "x = 1\n"))
+    assert msg == (
+        "1 of 1 SEARCH/REPLACE blocks failed, so no file was changed.\n\n"
+        "Block 1 (a.py) failed: SEARCH does not match any lines in a.py.\n"
+        "Its REPLACE lines are already in the file: drop this block if it was applied.\n"
+        "Nothing in a.py resembles the SEARCH text.\n"
+        "The SEARCH lines do appear in b.py, c.py; is that the file?\n"
+        "SEARCH must repeat existing lines exactly, with their comments and blank lines; only a uniform "
+        "change of indentation is tolerated.\n\n"
+        "Fix the failed blocks and send them again.")
+
+
+def test_closest_lines_far_down_a_long_file():
+    lines = [f"value_{i:02d} = compute({i}, scale={i * 3})" for i in range(40)]
+    assert closest("\n".join(lines) + "\n", "value_31 = compute(31, scale=94)\n") == lines[31] + "\n"
+
+
+def test_closest_lines_are_ranked_by_their_real_similarity():
+    # an anagram of SEARCH has the best cheap bound (quick_ratio 1.0) but is not close
+    assert closest("hgfedcba\nabcdefgX\nzzzzzzzz\n", "abcdefgh\n") == "abcdefgX\n"
+
+
+def test_closest_lines_at_the_end_of_a_file_without_a_final_newline():
+    assert closest("x = 1\ny = 2\nlearning_rate = 0.001", "learning_rate = 0.002\n") == "learning_rate = 0.001\n"
+    assert closest("a = 1\nb = 2\nlast = 3\n", "last = 3\nnew = 4\n") == "a = 1\nb = 2\n"  # whole windows only
+
+
+def test_nothing_resembles_below_a_similarity_of_three_tenths():
+    assert closest("abXXXXXX\n", "abcdefghij\n") == "abXXXXXX\n"  # exactly 0.3: shown
+    assert closest("abXXXXXXXX\n", "abcdefghij\n") is None  # 0.27
+
+
+SEARCH3 = ["alpha = 1", "beta = 2", "delta = something else entirely"]
+
+
+def decoys(n: int, seed: int = 0) -> list[str]:
+    """Lines made of SEARCH3's characters, shuffled: the best cheap bounds, but not close."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        c = list(SEARCH3[i % 3])
+        rng.shuffle(c)
+        out.append("".join(c).strip() or "x")
+    return out
+
+
+REAL = ["alpha = 1", "beta = 2", "gamma = 3"]
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+def test_closest_lines_found_by_their_unchanged_lines(where):
+    # 30-odd windows rank above the real one by the cheap bound: only the lines it shares
+    # with SEARCH (alpha, beta) bring it among the candidates
+    lines = REAL + decoys(36) if where == "top" else decoys(36) + REAL + ["alpha = 1", "end"]
+    search = "\n".join(SEARCH3) + "\n"
+    assert closest("\n".join(lines) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
+
+
+def test_closest_lines_anchored_by_later_lines_of_search():
+    search = "delta = something else entirely\nalpha = 1\nbeta = 2\n"
+    lines = decoys(36) + ["epsilon = 4"] + REAL[:2]
+    assert closest("\n".join(lines) + "\n", search) == "epsilon = 4\nalpha = 1\nbeta = 2\n"
+
+
+def test_the_window_sharing_most_lines_wins_among_many_anchored_ones():
+    # twelve windows share one line with SEARCH; the real one shares two
+    lines = []
+    for d in decoys(12, seed=1):
+        lines += ["alpha = 1", d, d[::-1]]
+    lines += decoys(20, seed=2) + REAL
+    search = "\n".join(SEARCH3) + "\n"
+    assert closest("\n".join(lines) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
+
+
+# --- indentation shifts at their edges ------------------------------------------------------
+
+
+def test_a_dedent_keeps_replace_lines_indented_less_than_the_shift():
+    files = {"a.py": "def f():\n    x = 1\n    return x\n"}
+    edit = Edit("a.py", "        x = 1\n        return x\n", "        x = 2\n  # note\n        return x\n")
+    out = apply_edits(files, [edit], editable=["a.py"], protected=[])
+    assert out["a.py"] == "def f():\n    x = 2\n# note\n    return x\n"
+
+
+def test_a_shifted_search_must_match_whole_windows():
+    files = {"a.py": "a = 0\n    b = 1\n"}
+    with pytest.raises(EditError, match="SEARCH does not match any lines"):
+        apply_edits(files, [Edit("a.py", "  b = 1\n  c = 2\n", "x\n")], editable=["a.py"], protected=[])
+
+
+def test_a_blank_line_in_a_shifted_search_does_not_end_the_comparison():
+    files = {"a.py": "if x:\n    a = 1\n\n    b = 2\n"}
+    with pytest.raises(EditError, match="SEARCH does not match any lines"):
+        apply_edits(files, [Edit("a.py", "a = 1\n\nc = 3\n", "z\n")], editable=["a.py"], protected=[])
+    out = apply_edits(files, [Edit("a.py", "a = 1\n\nb = 2\n", "a = 1\n\nb = 3\n")], editable=["a.py"],
+                      protected=[])
+    assert out["a.py"] == "if x:\n    a = 1\n\n    b = 3\n"
+
+
+# --- writing files (not used by the loop, which commits through git) -----------------------
+
+
+def test_write_files_makes_folders_and_keeps_line_endings_and_letters(tmp_path) -> None:
+    written = write_files(tmp_path, {"deep/er/x.py": "a\r\nb\r\n", "u.txt": "naïve – ü\n"})
+    assert written == [tmp_path / "deep" / "er" / "x.py", tmp_path / "u.txt"]
+    assert (tmp_path / "deep" / "er" / "x.py").read_bytes() == b"a\r\nb\r\n"
+    assert (tmp_path / "u.txt").read_bytes() == "naïve – ü\n".encode()
+
+
+def test_write_files_says_why_it_refuses(tmp_path) -> None:
+    with pytest.raises(EditError) as e:
+        write_files(tmp_path, {"../x.py": "x"})
+    assert str(e.value) == "'../x.py' points outside the project; use a path inside it."
+    (tmp_path / "link").symlink_to("/tmp")
+    with pytest.raises(EditError) as e:
+        write_files(tmp_path, {"link/x.py": "x"})
+    assert str(e.value) == f"'link/x.py' resolves outside {tmp_path.resolve()}; refusing to write it."
