@@ -711,3 +711,23 @@ def test_write_files_says_why_it_refuses(tmp_path) -> None:
     with pytest.raises(EditError) as e:
         write_files(tmp_path, {"link/x.py": "x"})
     assert str(e.value) == f"'link/x.py' resolves outside {tmp_path.resolve()}; refusing to write it."
+
+
+def test_a_long_search_of_few_characters_still_gets_its_closest_lines():
+    # an initialiser table: every character is frequent, which difflib's autojunk would
+    # treat as noise (and call nothing similar)
+    row = "    0, 0, 0, 0, 0, 0, 0, 0,\n"
+    assert closest("W = [\n" + row * 12 + "]\n", row.replace("0,\n", "1,\n") * 10) == row * 10
+
+
+def test_the_report_lists_the_blocks_that_applied():
+    reply = (block("train.py", "    lr = 3e-4\n", "    lr = 1e-3\n") + block("model.py", "        self.width = 64\n",
+             "        self.width = 128\n") + block("train.py", "    nothing here\n", "x\n"))
+    with pytest.raises(EditError) as caught:
+        apply(reply, FILES)
+    report = str(caught.value)
+    assert report.startswith("1 of 3 SEARCH/REPLACE blocks failed, so no file was changed.\n\n"
+                             "Block 3 (train.py) failed: SEARCH does not match any lines in train.py.")
+    assert report.endswith("\n\nBlock 1 (train.py) applied fine.\nBlock 2 (model.py) applied fine.\n"
+                           "Those were not written either, because a proposal applies as a whole: send them "
+                           "again unchanged together with the fixed blocks.")

@@ -146,6 +146,10 @@ def test_outcomes_of_each_status():
     (-0.05, 0.45, False, "about as predicted"),
     (0.05, 0.55, False, "about as predicted (a loss, as expected)"),
     (0.0, 0.55, True, "much larger than predicted"),  # a zero prediction has no direction
+    (-0.5, 1.5, True, "the opposite direction: the hypothesis did not hold"),  # measured exactly +1
+    (0.75, 0.75, True, "about as predicted"),  # measured 0.25, exactly a third: not "much smaller"
+    (1.2, 0.85, True, "much smaller than predicted"),  # 0.35, between a quarter and a third
+    (0.25, 1.25, True, "about as predicted"),  # measured 0.75, exactly three times: not "much larger"
 ])
 def test_prediction_verdicts(predicted, fitness, maximize, verdict):
     vs = [done(0, None, 0.5), done(1, 0, fitness, predicted=predicted)]
@@ -189,12 +193,14 @@ def test_short_entries():
     ]
     lone = Variant(8, 5, 8, DONE, fitness=0.7, hypothesis="after an invalid one")
     assert book(vs[:6] + [lone]).short_entry(lone) == "v0008←v0005 +0.1500: after an invalid one"
+    orphan = [failed(0, None, "x"), Variant(1, 0, 1, DONE, fitness=0.7, hypothesis="no reference")]
+    assert book(orphan).short_entry(orphan[1]) == "v0001←v0000 0.7000: no reference"  # nothing to compare with
 
 
 def test_the_tally_counts_better_worse_failed_and_the_rest():
     vs = [done(0, None, 0.5), done(1, 0, 0.6), done(2, 0, 0.4), done(3, 0, 0.5), failed(4, 0, "x"),
-          Variant(5, 0, 5, REJECTED), Variant(6, 0, 6, INVALID), Variant(7, 0, 7, RUNNING)]
-    assert book(vs).tally(vs) == ("8 earlier experiments (v0000–v0007), summarised: 1 improved on their parent, "
+          Variant(5, 0, 5, REJECTED), Variant(6, 0, 6, INVALID), Variant(7, 0, 7, RUNNING), done(8, 0, 1.5)]
+    assert book(vs).tally(vs) == ("9 earlier experiments (v0000–v0008), summarised: 2 improved on their parent, "
                                   "1 were worse, 1 failed, 2 were rejected or unusable.")
     assert book(vs, maximize=False).tally(vs[1:3]) == ("2 earlier experiments (v0001–v0002), summarised: 1 improved "
                                                        "on their parent, 1 were worse, 0 failed, 0 were rejected or "
