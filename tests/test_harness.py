@@ -1,7 +1,9 @@
 """The judge's handle on the learner, over a real socket pair and a real learner process."""
 
 import json
+import re
 import shutil
+import time
 import os
 import subprocess
 import sys
@@ -325,6 +327,7 @@ def test_the_judge_waits_for_the_learner_to_listen(monkeypatch, socket_dir):
     got: list = []
     connecting = threading.Thread(target=lambda: got.append(judge.connect(timeout=30)), daemon=True)
     connecting.start()  # before anyone listens
+    time.sleep(0.3)  # long enough for a few attempts (not a timing assert: it must connect either way)
     model = Model()
     serving = threading.Thread(target=learner_side.serve, args=(model,), daemon=True)
     serving.start()
@@ -339,8 +342,9 @@ def test_the_judge_waits_for_the_learner_to_listen(monkeypatch, socket_dir):
 def test_the_judge_stops_waiting_when_the_learner_has_exited(monkeypatch, socket_dir):
     monkeypatch.setenv(judge.SOCKET_ENV, str(socket_dir / "learner.sock"))
     (socket_dir / judge.LEARNER_EXITED).touch()
-    with pytest.raises(LearnerError, match="exited before it accepted the judge"):
+    with pytest.raises(LearnerError) as e:
         judge.connect()
+    assert str(e.value) == "the learner exited before it accepted the judge (see the learner's stderr)"
 
 
 def run_main(monkeypatch, socket_dir, tmp_path, evaluate, **kw):
@@ -369,8 +373,8 @@ def test_main_writes_the_metrics_and_an_ok_verdict(monkeypatch, socket_dir, tmp_
     assert code == judge.EXIT_OK == 0
     assert m == {"acc": 1.0, "calls": 2, "note": "fine", "harness": {"status": "ok", "reason": ""}}
     out, err = capsys.readouterr()
-    assert json.loads(out) == {"acc": 1.0, "calls": 2, "note": "fine"}
-    assert "judge: 2 learner calls" in err
+    assert out == json.dumps({"acc": 1.0, "calls": 2, "note": "fine"}, indent=1, sort_keys=True) + "\n"
+    assert re.fullmatch(r"judge: 2 learner calls, \d+\.\d s waiting on the learner\n", err), err
 
 
 def test_main_reads_the_reply_of_a_last_send(monkeypatch, socket_dir, tmp_path):
@@ -421,10 +425,10 @@ def test_the_judges_own_errors_are_not_a_verdict(monkeypatch, socket_dir, tmp_pa
 
 
 def test_write_metrics_sorts_keys_and_adds_the_verdict(tmp_path):
-    p = tmp_path / "deep" / "m.json"
+    p = tmp_path / "deep" / "er" / "m.json"
     judge.write_metrics(p, {"b": 1, "a": 2.5}, "violated", "why")
-    assert json.loads(p.read_text()) == {"a": 2.5, "b": 1, "harness": {"status": "violated", "reason": "why"}}
-    assert p.read_text().index('"a"') < p.read_text().index('"b"')
+    assert p.read_text() == json.dumps({"a": 2.5, "b": 1, "harness": {"status": "violated", "reason": "why"}},
+                                       indent=1, sort_keys=True)
     with pytest.raises(ValueError):
         judge.write_metrics(p, {"a": float("inf")})
 
@@ -549,3 +553,42 @@ def test_a_reply_is_a_read_only_mapping_of_what_the_learner_sent():
     assert len(r) == 2 and set(r) == {"a", "b"} and r["a"] == 1
     with pytest.raises(KeyError):
         r["c"]
+
+
+def test_main_passes_its_timeout_and_reply_limit_to_the_learner(monkeypatch, socket_dir, tmp_path):
+    code, m = run_main(monkeypatch, socket_dir, tmp_path, lambda lr: {"n": lr.call("wait").number("n")}, timeout=0.2)
+    assert code == judge.EXIT_TIMEOUT and m["harness"]["reason"] == "the learner did not answer 'wait' within 0 s"
+    code, m = run_main(monkeypatch, socket_dir, tmp_path,
+                       lambda lr: {"x": float(lr.call("predict", x=np.ones(20)).array("logits").sum())},
+                       max_reply_bytes=100)
+    assert code == judge.EXIT_VIOLATION and "arrays of more than 100 bytes" in m["harness"]["reason"]
+
+
+def test_main_starts_a_standalone_learner_when_no_socket_is_given(monkeypatch, tmp_path):
+    learner_env(monkeypatch)
+    monkeypatch.setenv("SCIENTIST_OTHER", "kept")
+    metrics = tmp_path / "m.json"
+    with pytest.raises(SystemExit) as e:
+        judge.main(lambda lr: {"other": lr.call("env", name="SCIENTIST_OTHER").text("value") == "kept"}, metrics,
+                   standalone=[sys.executable, "-c", ENV_LEARNER])
+    assert e.value.code == 0 and json.loads(metrics.read_text())["other"] is True
+
+
+def test_a_flush_honours_its_own_timeout(served):
+    handle, _ = served
+    handle.send("wait")
+    with pytest.raises(LearnerTimeout) as e:
+        handle.flush(timeout=0.2)
+    assert str(e.value) == "the learner did not answer 'wait' within 0 s"
+
+
+SLOW_EXIT = ("import os, socket, sys, time; s = socket.socket(fileno=int(os.environ['SCIENTIST_SOCKET_FD'])); "
+             "s.recv(65536); s.close(); time.sleep(4)")
+
+
+def test_a_learner_that_hangs_up_but_lingers_gets_no_exit_status(monkeypatch):
+    learner_env(monkeypatch)
+    with judge.connect([sys.executable, "-c", SLOW_EXIT], timeout=60) as handle:
+        with pytest.raises(LearnerError) as e:
+            handle.call("predict")
+    assert str(e.value) == "the learner exited during 'predict'"  # it had not exited after 2 s
