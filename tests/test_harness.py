@@ -592,3 +592,28 @@ def test_a_learner_that_hangs_up_but_lingers_gets_no_exit_status(monkeypatch):
         with pytest.raises(LearnerError) as e:
             handle.call("predict")
     assert str(e.value) == "the learner exited during 'predict'"  # it had not exited after 2 s
+
+
+def test_the_learner_returns_quietly_when_the_judge_hangs_up_with_a_reply_unread(monkeypatch):
+    # the judge refuses an oversized reply without reading its arrays and hangs up: the
+    # learner's connection is reset, which is the judge hanging up, not the learner crashing
+    ours, theirs = socket.socketpair()
+    monkeypatch.delenv(learner_side.SOCKET_ENV, raising=False)
+    monkeypatch.setenv(learner_side.SOCKET_FD_ENV, str(theirs.detach()))
+    errors = []
+
+    def serve():
+        try:
+            learner_side.serve(Model())
+        except BaseException as e:  # noqa: B036 (the test reports whatever escaped)
+            errors.append(e)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    handle = judge.Learner(ours, timeout=30, max_reply_bytes=64)
+    with pytest.raises(Violation, match="arrays of more than 64 bytes"):
+        handle.call("predict", x=np.ones(100))
+    time.sleep(0.3)  # the learner has sent its whole reply and waits for the next request
+    handle.close()
+    t.join(30)
+    assert not t.is_alive() and errors == []
