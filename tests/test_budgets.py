@@ -197,6 +197,9 @@ def test_a_variants_duration_is_its_slowest_seed(toy, make_run):
                                  "neg_mse"), DONE)
     assert run._duration(a.get(v.id)) == 16
     assert run._duration(a.new_variant(0, 1)) == 0.0  # no result yet
+    w = a.new_variant(0, 2, status=RUNNING)
+    a.record_result(w.id, Result([], "neg_mse"), FAILED)
+    assert run._duration(a.get(w.id)) == 0.0  # a result without seeds took no time
 
 
 # --- which failed variant gets repaired -------------------------------------------------------

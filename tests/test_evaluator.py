@@ -492,13 +492,18 @@ def test_secrets_a_step_prints_are_redacted_everywhere_they_are_kept(toy, tmp_pa
 
 def test_score_scores_an_existing_training_output(toy, tmp_path):
     secret = "neg_mse="  # what the evaluator prints: redacted in the score's tails too
-    b = Bench(toy, tmp_path)
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
     b.evaluator.evaluate(b.root, tmp_path / "trained", seeds=[0])
     b.evaluator.redactor = Redactor((secret,))
-    s = b.evaluator.score(b.root, 3, tmp_path / "scored" / "deep", tmp_path / "trained" / "seed-0" / "out")
+    out = tmp_path / "trained" / "seed-0" / "out"
+    s = b.evaluator.score(b.root, 3, tmp_path / "scored" / "deep", out)
     assert s.ok and s.seed == 3 and s.metrics["neg_mse"] < 0
     assert (tmp_path / "scored" / "deep" / "metrics.json").is_file()
     assert s.stdout_tail.startswith("[redacted]")
+    assert sb.steps[-1].kind == "evaluate" and sb.steps[-1].env[EVAL_SET_ENV] == "fitness"
+    again = b.evaluator.score(b.root, 3, tmp_path / "scored" / "deep", out, eval_set="sealed")  # same folder
+    assert again.metrics == s.metrics and sb.steps[-1].env[EVAL_SET_ENV] == "sealed"
 
 
 def sandbox_failing(n: int, error: Exception, kinds=("train",)):

@@ -308,8 +308,10 @@ def test_connect_without_a_socket_or_a_command_is_an_error(monkeypatch):
 def test_serve_without_a_socket_says_how_it_is_started(monkeypatch):
     monkeypatch.delenv(learner_side.SOCKET_ENV, raising=False)
     monkeypatch.delenv(learner_side.SOCKET_FD_ENV, raising=False)
-    with pytest.raises(SystemExit, match="neither SCIENTIST_SOCKET nor SCIENTIST_SOCKET_FD is set"):
+    with pytest.raises(SystemExit) as e:
         learner_side.serve(Model())
+    assert e.value.code == ("learner: neither SCIENTIST_SOCKET nor SCIENTIST_SOCKET_FD is set; the judge "
+                            "(evaluate.py) starts this process, or the framework does")
 
 
 @pytest.fixture
@@ -617,3 +619,14 @@ def test_the_learner_returns_quietly_when_the_judge_hangs_up_with_a_reply_unread
     handle.close()
     t.join(30)
     assert not t.is_alive() and errors == []
+
+
+def test_the_learner_prints_the_end_of_its_traceback(served, capsys):
+    handle, _ = served
+    with pytest.raises(LearnerError):
+        handle.call("learn", y=-1.0)
+    handle.call("count")  # the error was printed before this reply was sent
+    err = capsys.readouterr().err
+    assert err.endswith("ValueError: negative label -1.0\n\n")  # the traceback, then print's newline
+    assert ", in learn\n" in err and 'raise ValueError(f"negative label {y}")' in err
+    assert 1 <= err.count('  File "') <= 5  # the last frames, not the whole stack

@@ -233,3 +233,17 @@ def test_a_message_in_small_pieces_is_read_whole(pair):
 def test_values_and_arrays_of_one_message_arrive_together(pair):
     _, _, got = roundtrip(pair, {"k": 2, "x": np.ones(3, dtype="float32"), "name": "a"})
     assert set(got) == {"k", "x", "name"} and got["k"] == 2 and got["name"] == "a"
+
+
+class OnlyCpu:
+    """Has a `cpu` method like a tensor, but is not one (no `detach`)."""
+
+    def cpu(self):
+        return self
+
+
+def test_only_what_has_detach_and_cpu_is_taken_for_a_tensor():
+    with pytest.raises(WireError) as e:
+        wire.encode("predict", 1, {"x": OnlyCpu()})
+    assert str(e.value) == ("predict.x: cannot send a OnlyCpu (numbers, strings, booleans, flat lists and "
+                            "arrays only)")
