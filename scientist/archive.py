@@ -56,6 +56,21 @@ CREATE TABLE IF NOT EXISTS events (
     text TEXT NOT NULL
 );
 """
+# Paired comparisons of two variants on fresh training seeds (scientist.promotion): a
+# promotion attempt (`confirm`) or the final test on the sealed set (`sealed`). The seeds'
+# results are kept whole (JSON of a Result), as the variants' own are.
+COMPARISONS = """
+CREATE TABLE IF NOT EXISTS comparisons (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, challenger_id INTEGER NOT NULL,
+    incumbent_id INTEGER NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, level REAL NOT NULL,
+    seeds TEXT NOT NULL DEFAULT '[]', challenger_result TEXT, incumbent_result TEXT,
+    decision TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL, finished_at REAL, seconds REAL NOT NULL DEFAULT 0
+);
+"""
+COMPARISON_FIELDS = ("id", "kind", "challenger_id", "incumbent_id", "attempt", "level", "seeds",
+                     "challenger_result", "incumbent_result", "decision", "reason", "started_at",
+                     "finished_at", "seconds")
 
 COLUMNS = ("id", "parent_id", "iteration", "status", "hypothesis", "rationale", "prediction",
            "proposer", "commit_sha", "diff", "fitness", "fitness_stderr", "fitness_n",
@@ -79,6 +94,7 @@ class Archive:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self.db.executescript(COMPARISONS)
         have = {r[1] for r in self.db.execute("PRAGMA table_info(variants)")}
         for col, kind in ADDED_COLUMNS.items():
             if col not in have:
@@ -154,6 +170,34 @@ class Archive:
             q, args = q + " AND iteration = ?", (iteration,)
         rows = self.db.execute(q + " ORDER BY id", args).fetchall()
         return [dict(zip(("at", "iteration", "purpose", "attempt", "error"), r)) for r in rows]
+
+    # --- paired comparisons -------------------------------------------------------
+    def add_comparison(self, **fields: Any) -> int:
+        """Insert a comparison row (JSON-encodes lists and Results); returns its id."""
+        row = _comparison_row(fields)
+        with self._tx() as db:
+            cur = db.execute(f"INSERT INTO comparisons ({', '.join(row)}) "
+                             f"VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+        return cur.lastrowid
+
+    def update_comparison(self, comparison_id: int, **fields: Any) -> None:
+        row = _comparison_row(fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE comparisons SET {', '.join(f'{k} = ?' for k in row)} WHERE id = ?",
+                       (*row.values(), comparison_id))
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Every comparison, oldest first, with seeds and results decoded."""
+        rows = self.db.execute(f"SELECT {', '.join(COMPARISON_FIELDS)} FROM comparisons "
+                               "ORDER BY id").fetchall()
+        out = []
+        for r in rows:
+            d = dict(zip(COMPARISON_FIELDS, r))
+            d["seeds"] = json.loads(d["seeds"] or "[]")
+            for k in ("challenger_result", "incumbent_result"):
+                d[k] = Result.from_dict(json.loads(d[k])) if d[k] else None
+            out.append(d)
+        return out
 
     # --- variants -----------------------------------------------------------------
     def new_variant(self, parent_id: int | None, iteration: int, *, status: str = PENDING,
@@ -264,6 +308,19 @@ def _assignments(fields: dict[str, Any]) -> tuple[list[str], list[Any]]:
         sets.append(f"{col} = ?")
         args.append(v)
     return sets, args
+
+
+def _comparison_row(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(fields) - set(COMPARISON_FIELDS) - {"id"}
+    if unknown or "id" in fields:
+        raise KeyError(f"archive has no comparison field(s) {sorted(unknown) or ['id']}")
+    row = dict(fields)
+    if "seeds" in row:
+        row["seeds"] = json.dumps(list(row["seeds"]))
+    for k in ("challenger_result", "incumbent_result"):
+        if k in row:
+            row[k] = None if row[k] is None else json.dumps(row[k].to_dict())
+    return row
 
 
 def _variant(row: tuple) -> Variant:

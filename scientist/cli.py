@@ -1,4 +1,4 @@
-"""Command line: `scientist run | resume | runs | show | report | sandbox build | doctor`."""
+"""Command line: `scientist run | resume | runs | show | report | review | sandbox build | doctor`."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from scientist.console import hms, shorten
 from scientist.errors import ScientistError
 from scientist.llm import short_count
 from scientist.notebook import measured_delta
+from scientist.promotion import NOT_CONFIRMED, PROMOTED, Promotion
 from scientist.run import ARCHIVE, CONFIG, VARIANTS, Run
 from scientist.redaction import redact
 from scientist.sandbox import UNCONFINED, UNCONFINED_WARNING, check_config
+from scientist.variant import Variant
 
 console = Console(highlight=False, soft_wrap=True)  # log lines stay whole in files and CI logs
 
@@ -69,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--gpus", help="docker sandbox: GPU ids for the steps, e.g. 0,1 (default: CPU)")
     r.add_argument("--gpus-per-step", type=int,
                    help="docker sandbox: GPUs per running step (default 1)")
+    r.add_argument("--alpha", type=float,
+                   help="claims: the run's family-wise error rate over its promotions (default 0.05)")
+    r.add_argument("--noise-seeds", type=int,
+                   help="training seeds of the baseline, whose spread is the noise floor "
+                        "(default: the scale's, max(4, 2 x training seeds))")
+    r.add_argument("--max-confirm-seeds", type=int,
+                   help="most fresh paired seeds one confirmation uses (default 8)")
     r.add_argument("--workers", type=int, help="training seeds run in parallel")
     r.add_argument("--rng-seed", type=int, help="seed of the run's own random choices")
     r.add_argument("--no-report", dest="report", action="store_const", const=False,
@@ -90,13 +99,22 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--logs", action="store_true", help="print the full logs of each seed")
     sh.set_defaults(func=cmd_show)
 
-    rep = sub.add_parser("report", help="write (and compile) a run's LaTeX report")
-    rep.add_argument("run", help="run id, run folder, or 'latest'")
-    rep.add_argument("--no-pdf", action="store_true", help="write report.tex only")
+    rep = sub.add_parser("report", help="write a run's report (report.html, report.tex, and "
+                                        "report.pdf with TeX); with the run's LLM, it writes the sections")
+    rv = sub.add_parser("review", help="an LLM reviews a run's report as a venue's reviewer would "
+                                       "(report/review.json), and the report is written again with it")
+    for q in (rep, rv):
+        q.add_argument("run", help="run id, run folder, or 'latest'")
+        q.add_argument("--no-pdf", action="store_true", help="do not compile report.tex")
+        q.add_argument("--model", help="the LLM (default: the run's own --model)")
+        q.add_argument("--api-base", help="its base URL (default: the run's, unless --model is given)")
+    rep.add_argument("--no-llm", action="store_true",
+                     help="templated sections, even when the run has a model")
     rep.set_defaults(func=cmd_report)
+    rv.set_defaults(func=cmd_review)
 
     _sandbox_parsers(sub)
-    for q in (r, s, ls, sh, rep):
+    for q in (r, s, ls, sh, rep, rv):
         q.add_argument("--runs-dir", default=None,
                        help=f"folder of run folders (default: {DEFAULT_RUNS_DIR})")
     return p
@@ -175,7 +193,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         "seed", "scale", "iterations", "time_budget", "selection", "proposer", "sandbox",
         "approve", "workers", "rng_seed", "run_id", "report", "runs_dir", "model", "api_base",
         "api_key_env", "temperature", "max_repairs", "max_cost", "max_tokens", "gpus",
-        "gpus_per_step")})
+        "gpus_per_step", "alpha", "noise_seeds", "max_confirm_seeds")})
     check_config(cfg)  # before the run folder exists: say now what is missing
     run = Run.create(cfg, console)
     with locked(run.dir):
@@ -214,8 +232,8 @@ def all_runs(base: Path) -> list[Path]:
 def cmd_runs(a: argparse.Namespace) -> int:
     base = runs_dir(a.runs_dir)
     t = Table(title=f"runs in {base}")
-    for col in ("run", "seed", "scale", "status", "variants", "failed", "best", "baseline",
-                "elapsed", "LLM"):
+    for col in ("run", "seed", "scale", "status", "variants", "failed", "best (confirmed)",
+                "baseline", "promoted", "sealed test", "elapsed", "LLM"):
         t.add_column(col)
     for d in all_runs(base):
         cfg = json.loads((d / CONFIG).read_text())
@@ -223,18 +241,37 @@ def cmd_runs(a: argparse.Namespace) -> int:
         try:
             arch.maximize = bool(arch.get_meta("maximize", True))
             vs = arch.all()
-            best = arch.best(1)
+            promotion = Promotion.of(arch)
+            best = promotion.best()
+            tried = promotion.comparisons()
             base_v = next((v for v in vs if v.id == 0), None)
             t.add_row(d.name, Path(cfg["seed"]).name, cfg["scale"],
                       status_of(d, arch), str(len(vs)),
                       str(sum(v.status in ("failed", "invalid") for v in vs)),
-                      f"{best[0].fitness:.4f} ({best[0].name})" if best else "—",
-                      f"{base_v.fitness:.4f}" if base_v and base_v.fitness is not None else "—",
+                      f"{_pm(best)} ({best.name})" if best else "—",
+                      _pm(base_v) if base_v and base_v.fitness is not None else "—",
+                      f"{sum(c.decision == PROMOTED for c in tried)} of {len(tried)}",
+                      _sealed_cell(promotion),
                       hms(arch.get_meta("elapsed_seconds", 0.0)), _llm_cell(arch.llm_usage()))
         finally:
             arch.close()
     console.print(t)
     return 0
+
+
+def _pm(v: Variant) -> str:
+    """A fitness with its interval: mean ± standard error."""
+    if v.fitness is None:
+        return "—"
+    return f"{v.fitness:.4f}" + (f" ± {v.fitness_stderr:.4f}" if v.fitness_stderr is not None else "")
+
+
+def _sealed_cell(promotion: Promotion) -> str:
+    sealed = promotion.sealed()
+    if sealed is None:
+        return "—"
+    t = sealed.test(promotion.maximize)
+    return f"{t.mean:+.4f} {t.interval()}, p={t.p:.2g}"
 
 
 def cmd_show(a: argparse.Namespace) -> int:
@@ -268,8 +305,14 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
         console.print(f"LLM: {total} ({total.prompt_tokens:,} prompt + {total.completion_tokens:,} "
                       f"reply tokens); transcript in {run_dir / 'llm' / 'transcript.jsonl'}")
     llm = bool(total.calls)
+    promotion = Promotion.of(arch)
+    noise, best = promotion.noise(), promotion.best()
+    if noise is not None:
+        console.print(f"noise floor: sd {noise.sd:.4f} between the baseline's {noise.n} training "
+                      f"seeds; smallest improvement the run can confirm ≈ {noise.detectable:.4f}")
+    labels = promotion.labels()
     t = Table()
-    cols = ["variant", "parent", "iter", "status", "integrity", metric, "± se"]
+    cols = ["variant", "parent", "iter", "status", "integrity", metric, "± se", "n", "claim"]
     cols += ["predicted Δ", "measured Δ", "LLM"] if llm else []
     for col in cols + ["hypothesis / error"]:
         t.add_column(col)
@@ -279,7 +322,9 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
         row = [v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}", str(v.iteration),
                v.status, v.integrity if v.status in ("done", "failed") else "—",
                "—" if v.fitness is None else f"{v.fitness:.4f}",
-               "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}"]
+               "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}",
+               str(v.fitness_n) if v.fitness is not None else "—",
+               "best" if best is not None and v.id == best.id else labels.get(v.id, "—")]
         if llm:
             d = measured_delta(v, by_id)
             row += ["—" if v.predicted is None else f"{v.predicted:+.4f}",
@@ -288,10 +333,11 @@ def _show_run(run_dir: Path, arch: Archive) -> int:
         t.add_row(*row, shorten(v.error if v.status != "done" and v.error else
                                 v.hypothesis or "baseline", 70))
     console.print(t)
+    console.print(promotion.claim(metric), markup=False)
     return 0
 
 
-def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
+def _show_variant(run_dir: Path, arch: Archive, v: Variant, logs: bool) -> int:
     console.print(f"[bold]{v.name}[/] (parent {'—' if v.parent_id is None else f'v{v.parent_id:04d}'},"
                   f" iteration {v.iteration}, status {v.status}, proposer {v.proposer or '—'},"
                   f" commit {v.commit or '—'})")
@@ -303,8 +349,13 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
         if text:
             console.print(f"[bold]{label}:[/] {text}")
     if v.fitness is not None:
-        se = f" ± {v.fitness_stderr:.4f}" if v.fitness_stderr is not None else ""
-        console.print(f"[bold]Fitness:[/] {v.fitness:.4f}{se} (n={v.fitness_n})")
+        se = f" ± {v.fitness_stderr:.4f} (s.e.)" if v.fitness_stderr is not None else ""
+        promotion = Promotion.of(arch)
+        best = promotion.best()
+        claim = ("best (confirmed)" if best is not None and best.id == v.id
+                 else promotion.labels().get(v.id, "raw"))
+        console.print(f"[bold]Fitness:[/] {v.fitness:.4f}{se} (n={v.fitness_n}, raw mean); "
+                      f"claim: {claim}")
     if v.metrics:
         console.print("[bold]Metrics (mean over seeds):[/] " +
                       ", ".join(f"{k}={x:.4g}" for k, x in v.metrics.items()))
@@ -317,7 +368,10 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
         console.print(f"[bold]Predicted Δ:[/] {v.predicted:+.4f}; measured Δ: "
                       + ("—" if d is None else f"{d:+.4f}"))
     for e in arch.events(v.id):
+        if e["kind"] in (PROMOTED, NOT_CONFIRMED) or e["kind"].startswith("sealed"):
+            continue  # the comparisons below say it with their numbers
         console.print(f"[bold]{e['kind']}:[/] {e['text']}")
+    _show_comparisons(arch, v)
     if v.diff:
         console.print(Syntax(v.diff, "diff", theme="ansi_dark", word_wrap=True))
     for s in (v.result.seeds if v.result else []):
@@ -335,6 +389,26 @@ def _show_variant(run_dir: Path, arch: Archive, v, logs: bool) -> int:
     return 0
 
 
+def _show_comparisons(arch: Archive, v: Variant) -> None:
+    """The paired comparisons `v` took part in: seeds, both sides' values, the test."""
+    promotion = Promotion.of(arch)
+    for c in promotion.comparisons(None):
+        if v.id not in (c.challenger_id, c.incumbent_id):
+            continue
+        what = "sealed test" if c.kind == "sealed" else f"confirmation (attempt {c.attempt})"
+        t = c.test(promotion.maximize)
+        console.print(f"[bold]{what}:[/] v{c.challenger_id:04d} against v{c.incumbent_id:04d} on "
+                      f"fresh seeds {c.seeds}: {c.decision or 'in progress'}"
+                      + (f" — {c.reason}" if c.reason else ""))
+        a, b = c.values()
+        if a and b:
+            console.print(f"  v{c.challenger_id:04d}: {', '.join(f'{x:.4f}' for x in a)}\n"
+                          f"  v{c.incumbent_id:04d}: {', '.join(f'{x:.4f}' for x in b)}\n"
+                          f"  paired difference {t.mean:+.4f}"
+                          + (f" ± {t.se:.4f} (s.e.), 95% CI {t.interval()}, one-sided p = {t.p:.3g}"
+                             if t.se is not None else ""), markup=False)
+
+
 def _llm_cell(u) -> str:
     if not u.calls:
         return "—"
@@ -342,12 +416,39 @@ def _llm_cell(u) -> str:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
-    from scientist.report import write_report
+    from scientist.paper import publish
 
     run_dir = resolve_run(a.run, a.runs_dir)
-    rep = write_report(run_dir, compile_pdf=False if a.no_pdf else None)
-    console.print(f"wrote {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else f" (no PDF: {rep.message})"))
+    rep, _ = publish(run_dir, use_llm=not a.no_llm, review=False, compile_pdf=False if a.no_pdf else None,
+                     model=a.model, api_base=a.api_base, on_progress=_progress)
+    _wrote(rep)
     return 0
+
+
+def cmd_review(a: argparse.Namespace) -> int:
+    from scientist.paper import publish
+
+    run_dir = resolve_run(a.run, a.runs_dir)
+    rep, record = publish(run_dir, review=True, compile_pdf=False if a.no_pdf else None,
+                          model=a.model, api_base=a.api_base, on_progress=_progress)
+    if record and "review" in record:
+        r = record["review"]
+        console.print(f"review by {record['model']}: overall {r['overall']}/10, soundness "
+                      f"{r['soundness']}/4, presentation {r['presentation']}/4, contribution "
+                      f"{r['contribution']}/4, confidence {r['confidence']}/5", markup=False)
+    else:
+        console.print(f"the review is missing: {(record or {}).get('missing', '?')}", markup=False)
+    _wrote(rep)
+    return 0 if record and "review" in record else 1
+
+
+def _progress(text: str) -> None:
+    console.print(text, style="dim", markup=False)
+
+
+def _wrote(rep) -> None:
+    console.print(f"wrote {rep.html} and {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
+                                                      f" (no PDF: {rep.message})"), markup=False)
 
 
 def _sandbox_parsers(sub: argparse._SubParsersAction) -> None:

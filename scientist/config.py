@@ -44,6 +44,24 @@ class RunConfig:
     """FME: bucket b of m is chosen with weight exp(b/(m-1)/temperature); lower = greedier."""
     fme_capacity: int = 10
     """FME: each bucket's selection pool keeps its most recently used members up to this."""
+    alpha: float = 0.05
+    """Claims: the run's family-wise error rate, P(some variant promoted to best that is not
+    better), spent over its promotion attempts (attempt j at alpha / (j (j + 1)))."""
+    noise_seeds: int | None = None
+    """Training seeds of the baseline, whose spread is the run's noise floor; default: the
+    scale's `noise_seeds` (max(4, 2 x training seeds) unless the seed says otherwise)."""
+    max_confirm_seeds: int = 8
+    """Most fresh paired seeds one confirmation uses (each costs two evaluations: the
+    challenger's and the confirmed best's)."""
+    confirm_share: float = 0.5
+    """Share of the time budget that confirmations may use; a confirmation that would go
+    past it stops, not confirmed."""
+    confirm_screen: float = 1.0
+    """A raw lead is tested only beyond this many standard errors (from the noise floor) of
+    the paired difference; 0 tests any lead."""
+    sealed_seeds: int | None = None
+    """Fresh paired seeds of the final sealed test (confirmed best against the baseline);
+    default: the noise seeds."""
     proposer: str | None = None
     """What proposes edits: `llm` (needs `model`) or `offline` (no LLM; mutates the seed's
     declared knobs). Default: `llm` if a model is configured, else `offline`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,19 +69,22 @@ def last_line(path: Path, n: int = 4096) -> str:
 
 
 @contextmanager
-def heartbeat(progress: Progress, k: int, v: Variant, folder: Path,
-              every: float = 30.0) -> Iterator[set[int]]:
+def heartbeat(progress: Progress, k: int, v: Variant, folder: Path, every: float = 30.0,
+              seeds: Iterable[int] | None = None, prefix: str = "") -> Iterator[set[int]]:
     """While a variant runs, print every `every` seconds what each training seed is doing:
-    its running step and the last line that step printed. Add a seed to the yielded set
-    when it is done, and it is left out."""
+    its running step and the last line that step printed. Only `seeds` are watched (default:
+    every seed folder); add a seed to the yielded set when it is done, and it is left out.
+    `prefix` names the folders of another evaluation set (`sealed-`)."""
     stop = threading.Event()
     done: set[int] = set()
+    watched = None if seeds is None else set(seeds)
 
     def beat() -> None:
         while not stop.wait(every):
-            for d in sorted(folder.glob("seed-*")):
+            for d in sorted(folder.glob(f"{prefix}seed-*")):
                 logs = [p for p in (d / "train.out", d / "evaluate.out") if p.exists()]
-                if not logs or int(d.name.split("-")[1]) in done:
+                s = int(d.name.rsplit("-", 1)[1])
+                if not logs or s in done or (watched is not None and s not in watched):
                     continue
                 log = max(logs, key=lambda p: p.stat().st_mtime)
                 step = "training" if log.name == "train.out" else "evaluating"
@@ -97,15 +100,21 @@ def heartbeat(progress: Progress, k: int, v: Variant, folder: Path,
         t.join()
 
 
-def best_table(variants: list[Variant], maximize: bool, metric: str, n: int = 10) -> Table:
+def best_table(variants: list[Variant], maximize: bool, metric: str, n: int = 10,
+               labels: dict[int, str] | None = None, best_id: int | None = None) -> Table:
+    """The top `n` variants by raw mean, each marked with what it may be called: the
+    confirmed best, confirmed (promoted once), not confirmed, or raw (never tested)."""
     ranked = sorted((v for v in variants if v.fitness is not None),
                     key=lambda v: Fitness(v.fitness, maximize).key, reverse=True)[:n]
-    t = Table(title=f"best variants by {metric} ({'higher' if maximize else 'lower'} is better)")
-    for col in ("variant", "parent", metric, "± stderr", "n", "hypothesis"):
-        t.add_column(col, justify="right" if col in (metric, "± stderr", "n") else "left")
+    t = Table(title=f"variants by {metric} ({'higher' if maximize else 'lower'} is better; "
+                    "raw means: only a confirmed variant is called best)")
+    for col in ("variant", "parent", metric, "± s.e.", "n", "claim", "hypothesis"):
+        t.add_column(col, justify="right" if col in (metric, "± s.e.", "n") else "left")
+    labels = labels or {}
     for v in ranked:
+        claim = "best" if v.id == best_id else labels.get(v.id, "raw")
         t.add_row(v.name, "—" if v.parent_id is None else f"v{v.parent_id:04d}",
                   f"{v.fitness:.4f}",
                   "—" if v.fitness_stderr is None else f"{v.fitness_stderr:.4f}",
-                  str(v.fitness_n), shorten(v.hypothesis or "baseline: the unmodified seed", 60))
+                  str(v.fitness_n), claim, shorten(v.hypothesis or "baseline: the unmodified seed", 60))
     return t

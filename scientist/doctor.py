@@ -99,8 +99,10 @@ def _tex() -> Check:
     engine = tex_engine()
     if engine:
         return Check("TeX engine", OK, " ".join(engine[:2]) + " (the report compiles to PDF)")
-    return Check("TeX engine", MISSING, "no pdflatex: reports are written as .tex only "
-                                        "(apt-get install texlive-latex-recommended latexmk)")
+    from scientist.latex import TEX_PACKAGES
+
+    return Check("TeX engine", MISSING, "no pdflatex: reports are written as report.html and .tex, "
+                                        f"no PDF (apt-get install {' '.join(TEX_PACKAGES)})")
 
 
 def _llm(config: object | None) -> Check:

@@ -1,7 +1,11 @@
-"""Report: a run folder rendered as a LaTeX report (and a PDF when TeX is installed).
+"""Report: a run folder rendered as a short paper, report.tex (a PDF when TeX is installed)
+and report.html, with the run's data as appendices.
 
 Every number in the report is read from the run folder (archive, config, git repo) and
-formatted here; the template `templates/report/report.tex.j2` only lays it out.
+formatted here; the template `templates/report/report.tex.j2` only lays it out. The written
+sections come from `scientist.writer` (templated, or by the run's model and checked against
+the digest, `scientist.digest`), the figures from `scientist.figures`, the web page from
+`scientist.html`; `write_report` puts them together.
 
 Template syntax: jinja2 with LaTeX-friendly delimiters, so TeX's own braces and `%`
 stay untouched:
@@ -17,6 +21,7 @@ are `scientist.latex`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -32,6 +37,9 @@ import jinja2
 from scientist import resources
 from scientist.archive import Archive
 from scientist.notebook import measured_delta, reference
+from scientist.promotion import (IMPROVED, PROMOTED, RAW, SEALED,
+                                 Comparison, Promotion)
+from scientist.stats import Paired
 from scientist.errors import ScientistError
 from scientist.latex import (MAX_DIFF_LINES, TEX_PACKAGES, Report, Tex, compile_tex, latex_escape,
                              tex_engine, verbatim_safe)
@@ -116,16 +124,20 @@ def gather(run_dir: Path) -> dict[str, Any]:
         archive.maximize = maximize = bool(archive.get_meta("maximize", True))
         meta = {k: archive.get_meta(k) for k in META}
         variants, events = archive.all(), archive.events()
-        top = archive.best(TOP_N)
-        best = top[0] if top else None
+        top = archive.best(TOP_N)  # by raw mean; each row says what it may be called
+        promotion = Promotion.of(archive)
+        best = promotion.best()  # the confirmed best, the only one called best
+        labels = promotion.labels()
         lineage = archive.lineage(best.id) if best else []
         llm = _llm(archive, config)
+        baseline = next((v for v in variants if v.parent_id is None), None)
+        metric = meta["metric"] or (baseline.result.metric if baseline and baseline.result else "")
+        claims = _claims(promotion, variants, events, top[0] if top else None,
+                         config.get("time_budget"))
     finally:
         archive.close()
-    baseline = next((v for v in variants if v.parent_id is None), None)
-    metric = meta["metric"] or (baseline.result.metric if baseline and baseline.result else "")
     return {
-        "run": _setup(run_dir, config, meta, baseline),
+        "run": _setup(run_dir, config, meta, baseline, variants),
         "metric": metric or "fitness",
         "direction": "higher is better" if maximize else "lower is better",
         "counts": _counts(variants),
@@ -133,9 +145,9 @@ def gather(run_dir: Path) -> dict[str, Any]:
         "best": _view(best) if best else None,
         "best_is_baseline": best is not None and baseline is not None and best.id == baseline.id,
         "results": _results(baseline, best, metric),
-        "top": [_view(v) for v in top],
+        "top": [_view(v, labels, best) for v in top],
+        "claims": claims,
         "lineage": _lineage(lineage, maximize),
-        "plot": _plot(variants, maximize),
         "failures": _failures(variants),
         "integrity": _integrity(variants, meta),
         "rejections": _rejections(events, variants),
@@ -152,7 +164,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> dict[str, Any]:
+def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None,
+           variants: list[Variant]) -> dict[str, Any]:
     seed = meta["seed_name"] or cfg.get("seed_name") or Path(str(cfg.get("seed", "?"))).name
     selection = str(cfg.get("selection", "?"))
     if selection == "fme":
@@ -163,6 +176,12 @@ def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> di
     if wall is None and started and meta["finished_at"]:
         wall = meta["finished_at"] - started
     budget = cfg.get("time_budget")
+    # seeds per variant: what the variants after the baseline had (the baseline has more,
+    # for the noise floor)
+    ns = Counter(v.fitness_n for v in variants if v.parent_id is not None and v.fitness_n)
+    training_seeds = ns.most_common(1)[0][0] if ns else (
+        baseline.fitness_n if baseline and baseline.fitness_n else
+        len(baseline.result.seeds) if baseline and baseline.result else "?")
     return {
         "id": cfg.get("run_id") or run_dir.name,
         "seed": seed,
@@ -178,8 +197,7 @@ def _setup(run_dir: Path, cfg: dict, meta: dict, baseline: Variant | None) -> di
         "rng_seed": cfg.get("rng_seed", "?"),
         "iterations": cfg.get("iterations", "?"),
         "time_budget": duration(budget) if budget else "none",
-        "training_seeds": baseline.fitness_n if baseline and baseline.fitness_n else (
-            len(baseline.result.seeds) if baseline and baseline.result else "?"),
+        "training_seeds": training_seeds,
         "status": meta["status"] or "unknown",
         "started": when(started),
         "finished": when(meta["finished_at"]),
@@ -248,11 +266,72 @@ def _counts(variants: list[Variant]) -> list[tuple[str, int]]:
     return rows
 
 
-def _view(v: Variant) -> dict[str, Any]:
+def _view(v: Variant, labels: dict[int, str] | None = None,
+          best: Variant | None = None) -> dict[str, Any]:
+    claim = ("best" if best is not None and v.id == best.id else (labels or {}).get(v.id, RAW))
     return {"name": v.name, "parent": f"v{v.parent_id:04d}" if v.parent_id is not None else "---",
             "fitness": pm(v.fitness, v.fitness_stderr), "n": v.fitness_n, "status": v.status,
             "hypothesis": v.hypothesis or "baseline: the unmodified seed",
-            "prediction": v.prediction, "iteration": v.iteration}
+            "prediction": v.prediction, "iteration": v.iteration, "claim": claim}
+
+
+def _claims(promotion: Promotion, variants: list[Variant], events: list[dict[str, Any]],
+            raw_top: Variant | None, budget: float | None) -> dict[str, Any]:
+    """What the run may claim: its design, noise floor, every confirmation, the sealed test,
+    and what confirming cost."""
+    d, maximize = promotion.design, promotion.maximize
+    by_id = {v.id: v for v in variants}
+    noise = promotion.noise()
+    rows, promotions = [], []
+    for c in promotion.comparisons():
+        t = c.test(maximize)
+        ch = by_id.get(c.challenger_id)
+        rows.append({"challenger": f"v{c.challenger_id:04d}", "incumbent": f"v{c.incumbent_id:04d}",
+                     "attempt": c.attempt, "level": Tex(f"${num(c.level)}$"), "n": t.n,
+                     "diff": pm(t.mean if t.n else None, t.se), "ci": _interval(t),
+                     "p": Tex(f"${num(t.p)}$") if t.n >= 2 else Tex("---"),
+                     "decision": c.decision or "in progress", "reason": c.reason})
+        if c.decision == PROMOTED and ch is not None:
+            promotions.append(ch)
+    sealed = promotion.sealed()
+    best = promotion.best()
+    explore = sum(len(v.result.seeds) for v in variants if v.result)
+    extra = sum(c.evaluations for c in promotion.comparisons())
+    sealed_runs = sum(c.evaluations for c in promotion.comparisons(SEALED))
+    return {
+        "alpha": Tex(f"${d.alpha:g}$"), "max_seeds": d.max_seeds, "batch": d.batch,
+        "looks": ", ".join(str(n) for n in d.looks), "n_looks": len(d.looks),
+        "first_level": Tex(f"${num(d.level(1))}$"), "screen": f"{d.screen:g}",
+        "share": (f"confirmations may use {d.share:.0%} of the time budget" if d.share and budget
+                  else "no time budget"),
+        "noise": None if noise is None else {"sd": Tex(f"${num(noise.sd)}$"), "n": noise.n,
+                                             "detectable": Tex(f"${num(noise.detectable)}$")},
+        "rows": rows, "promotions": promotions,
+        "untested": sum(e["kind"] == "untested" for e in events),
+        "sealed": None if sealed is None else _sealed_view(sealed, maximize),
+        "sealed_level": Tex(f"${d.alpha:g}$"),
+        "sealed_due": best is not None and best.parent_id is not None and sealed is None,
+        "promoted_by": next((r for r in reversed(rows) if r["decision"] == PROMOTED
+                             and best is not None and r["challenger"] == best.name), None),
+        "cost": {"explore": explore, "confirm": extra, "sealed": sealed_runs,
+                 "seconds": duration(promotion.seconds())},
+        "raw_top": None if raw_top is None or (best is not None and raw_top.id == best.id)
+        else _view(raw_top, promotion.labels(), best),
+    }
+
+
+def _sealed_view(c: Comparison, maximize: bool) -> dict[str, Any]:
+    t = c.test(maximize)
+    return {"challenger": f"v{c.challenger_id:04d}", "incumbent": f"v{c.incumbent_id:04d}",
+            "diff": signed(t.mean), "se": Tex(f"${num(t.se)}$") if t.se is not None else Tex("---"),
+            "ci": _interval(t), "p": Tex(f"${num(t.p)}$"), "n": t.n, "decision": c.decision,
+            "improved": c.decision == IMPROVED}
+
+
+def _interval(t: Paired) -> Tex:
+    if t.low is None or t.high is None:
+        return Tex("---")
+    return Tex(f"$[{num(t.low)}, {num(t.high)}]$")
 
 
 def _seed_stats(v: Variant) -> dict[str, tuple[float, float | None]]:
@@ -302,43 +381,6 @@ def _lineage(chain: list[Variant], maximize: bool) -> list[dict[str, Any]]:
                                "worse" if old.better_than(new) else "unchanged")
         steps.append(step)
     return steps
-
-
-def _plot(variants: list[Variant], maximize: bool) -> dict[str, Any] | None:
-    """Coordinates for pgfplots: evaluated variants, the running best, failures at the foot."""
-    done = sorted((v for v in variants if v.fitness is not None), key=lambda v: (v.iteration, v.id))
-    failed = [v for v in variants if v.status == FAILED]
-    if not done:
-        return None
-    values = [v.fitness for v in done]
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
-    running, best = [], None
-    for v in done:
-        if best is None or Fitness(v.fitness, maximize).better_than(Fitness(best, maximize)):
-            best = v.fitness
-        running.append((v.iteration, best))
-    last = max(v.iteration for v in done + failed)
-    if last > running[-1][0]:
-        running.append((last, best))
-    fail_y = lo - 2 * pad
-    return {
-        "points": _coords((v.iteration, v.fitness) for v in done),
-        "running": _coords(running),
-        "failed": _coords((v.iteration, fail_y) for v in failed) if failed else "",
-        "ymin": _g(fail_y - pad if failed else lo - pad), "ymax": _g(hi + pad),
-        "xmax": _g(last + 0.5), "xstep": max(1, math.ceil(last / 10)),
-    }
-
-
-def _g(x: float) -> Tex:
-    return Tex(f"{x:.10g}")
-
-
-def _coords(pairs: Any) -> Tex:
-    """`(x,y) (x,y) ...`, eight to a line: TeX reads lines into a buffer of limited size."""
-    items = [f"({x},{_g(y)})" for x, y in pairs]
-    return Tex("\n".join(" ".join(items[i:i + 8]) for i in range(0, len(items), 8)))
 
 
 def _failures(variants: list[Variant]) -> dict[str, Any]:
@@ -413,39 +455,91 @@ def _finalize(value: Any) -> Any:
     return latex_escape(value)
 
 
-def render(context: dict[str, Any], template: str = "report.tex.j2") -> str:
+@functools.lru_cache(maxsize=4)  # compiled templates are kept: a report renders several
+def latex_env(folder: Path = TEMPLATES) -> jinja2.Environment:
+    """jinja2 with LaTeX-friendly delimiters (module docstring); every value escaped unless
+    it is `Tex`; filters for the numbers of the digest (`pm`, `signed`, `interval`, `g`)."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+        loader=jinja2.FileSystemLoader(folder), undefined=jinja2.StrictUndefined,
         block_start_string=r"\BLOCK{", block_end_string="}",
         variable_start_string=r"\VAR{", variable_end_string="}",
         comment_start_string=r"\#{", comment_end_string="}",
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         autoescape=False, finalize=_finalize)
-    env.filters["latex_escape"] = latex_escape
-    env.filters["shorten"] = shorten
-    env.filters["plural"] = plural
-    return env.get_template(template).render(**context)
+    env.filters.update(latex_escape=latex_escape, shorten=shorten, plural=plural, pm=pm, signed=signed,
+                       tex=Tex, g=lambda x: Tex(f"${x:g}$"),
+                       interval=lambda lo, hi: Tex("---") if lo is None or hi is None
+                       else Tex(f"$[{num(lo)}, {num(hi)}]$"))
+    return env
 
 
-def write_report(run_dir: Path, *, compile_pdf: bool | None = None) -> Report:
-    """Write `run_dir/report/report.tex` and compile it to report.pdf.
+def render(context: dict[str, Any], template: str = "report.tex.j2") -> str:
+    return latex_env().get_template(template).render(**context)
 
+
+def write_report(run_dir: Path, *, compile_pdf: bool | None = None, client: Any = None,
+                 on_progress: Any = None) -> Report:
+    """Write `run_dir/report/`: report.tex (compiled to report.pdf), report.html (the same
+    content for a reader without TeX), the figures, references.bib, digest.json (every
+    number the text may use) and sections.json (who wrote each section, every draft's
+    problems).
+
+    client: an LLMClient writes the sections (`scientist.writer`); None: templated text.
     compile_pdf: None compiles when a TeX engine (latexmk or pdflatex) is on PATH; True
     requires one (ScientistError if there is none, after writing the .tex); False skips.
     """
+    from scientist import digest as digests
+    from scientist import figures as figs
+    from scientist import writer
+    from scientist.references import bibtex
+
     run_dir = Path(run_dir)
     context = gather(run_dir)
     folder = run_dir / "report"
     folder.mkdir(exist_ok=True)
+    d = digests.build(run_dir)
+    (folder / "digest.json").write_text(digests.dumps(d))
+    made, missing = figs.draw(run_dir, folder, **figs.data(run_dir))
+    labels = {f.label: figs.WHAT[f.label] for f in made}
+    sections = writer.write_sections(d, {**labels, "sec:claims": "the appendix on claims"}, client,
+                                     on_progress=on_progress)
+    writer.record(sections, folder / "sections.json")
+    refs = digests.references(run_dir)
+    (folder / "references.bib").write_text(bibtex(refs), encoding="ascii")
+    review = _review(folder)
+    context.update(writer.paper_context(sections, made, missing, refs, review, client))
     tex = folder / "report.tex"
     tex.write_text(render(context), encoding="ascii")
+    from scientist.html import write_html
+
+    write_html(folder / "report.html", context)
     if compile_pdf is False:
-        return Report(tex, None, "PDF not requested")
+        return Report(tex, None, "PDF not requested", html=folder / "report.html")
     command = tex_engine()
     if command is None:
         hint = ("no TeX engine on PATH (latexmk or pdflatex); on Debian: apt-get install "
-                f"{' '.join(TEX_PACKAGES)}")
+                f"{' '.join(TEX_PACKAGES)}; the same report is in report.html")
         if compile_pdf:
             raise ScientistError(f"cannot compile {tex}: {hint}")
-        return Report(tex, None, hint)
-    return compile_tex(tex, command)
+        return Report(tex, None, hint, html=folder / "report.html")
+    rep = compile_tex(tex, command)
+    if rep.pdf is None and any(s.source == "model" for s in sections):
+        # a model's text that passed the checks and still broke TeX: never lose the report
+        why = f"TeX failed on the model's text ({rep.message.splitlines()[0][:160]})"
+        sections = [s if s.source == "template" else
+                    writer.Section(s.name, s.title, writer.templated(
+                        next(x for x in writer.SPECS if x.name == s.name), d, labels),
+                        "template", why, s.attempts) for s in sections]
+        writer.record(sections, folder / "sections.json")
+        context.update(writer.paper_context(sections, made, missing, refs, review, client))
+        tex.write_text(render(context), encoding="ascii")
+        write_html(folder / "report.html", context)
+        rep = compile_tex(tex, command)
+    return Report(rep.tex, rep.pdf, rep.message, rep.log, html=folder / "report.html")
+
+
+def _review(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "review.json").read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,6 +1,11 @@
 """Run: the research loop over one seed, and its run folder.
 
     select parent -> propose -> (approve) -> apply edits + commit -> evaluate -> archive
+                                                                  -> (confirm) -> ... -> sealed test
+
+Only a variant that fresh paired seeds confirm becomes the best (`scientist.promotion`):
+the loop evaluates the seeds a confirmation asks for and hands the results back; the
+decisions and the record are the promotion's.
 
 State lives in the run folder after every step: the variant row is written (with its
 commit) before it is evaluated and again when its result is known, so Ctrl-C or
@@ -11,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import os
+import re
 import random
 import secrets
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from rich.console import Console
 
 from scientist.archive import Archive
 from scientist.config import RunConfig
+from scientist.confirmer import Confirmer
 from scientist.console import Progress, best_table, heartbeat
 from scientist.edits import apply_edits, unified_diff
 from scientist.errors import (BudgetExceeded, EditError, FormatError, ProposalError, SandboxError,
@@ -34,13 +41,15 @@ from scientist.gate import APPROVE, QUIT, AutoGate, Gate, TerminalGate
 from scientist.integrity import label as label_integrity
 from scientist.llm import LLMClient, LLMSettings, ProviderError, redact
 from scientist.notebook import Notebook
+from scientist.promotion import META as DESIGN_META
+from scientist.promotion import Design, Promotion
 from scientist.proposer import Context, Proposer, make_proposer
 from scientist.redaction import Redactor
 from scientist.sandbox import UNCONFINED, UNCONFINED_WARNING, Sandbox, sandbox_for
-from scientist.seed import MANIFEST, Seed, load_seed
+from scientist.seed import MANIFEST, Scale, Seed, load_seed
 from scientist.selection import NoParentError, Policy, make_policy
 from scientist.variant import (CLEAN, DONE, FAILED, INVALID, REJECTED, RUNNING, Fitness,
-                               Proposal, SeedResult, Variant)
+                               Proposal, Result, SeedResult, Variant)
 from scientist.workspace import Workspace
 
 CONFIG, ARCHIVE, REPO, VARIANTS = "config.json", "archive.sqlite", "repo", "variants"
@@ -154,6 +163,16 @@ class Run:
                 f"selection {self.policy.name}, run folder {self.dir}")
         if self.sandbox.name in UNCONFINED:
             text += f"\n  [bold red]warning:[/] {UNCONFINED_WARNING}"
+        promotion = getattr(self, "promotion", None)
+        if promotion is not None:
+            d = promotion.design
+            text += (f"\n  claims: a variant is the best only once fresh paired seeds confirm it "
+                     f"(α = {d.alpha:g} over the run's attempts; at most {d.max_seeds} paired seeds "
+                     f"each" + (f", {d.share:.0%} of the time budget" if d.share and
+                                self.config.time_budget else "") + ")")
+            noise = promotion.noise()
+            if noise is not None:
+                text += "\n  " + noise.describe(self.seed.metric, self.promotion.design)
         if not self.seed.learner_command:
             text += ("\n  [bold red]warning:[/] this seed has no learner command: its evaluator "
                      "imports the variant's code into the process that writes the fitness, so a "
@@ -173,9 +192,15 @@ class Run:
                                    redactor=self._redactor(eval_seed), infra_wait=self.infra_wait)
         self.progress = Progress(self.console, self.config.iterations or 0,
                                  self.archive.get_meta("elapsed_seconds", 0.0))
-        best = self.archive.best(1)  # a resumed run keeps its best so far (and `best` branch)
-        if best:
-            self.progress.best = self.archive.fitness(best[0])
+        self.promotion = Promotion(self.archive, self._design(scale))
+        best = self.promotion.best()  # a resumed run keeps its confirmed best
+        if best is not None:  # (a run from before confirmations may have tagged a raw one)
+            self.progress.best = self.archive.fitness(best)
+            self.workspace.tag_best(best.commit)
+        self.confirmer = Confirmer(
+            self.promotion, self.archive, self.workspace, self.progress,
+            lambda v, seeds, eval_set: self._run_seeds(v, seeds, eval_set, quiet=True),
+            self._duration, self.config.time_budget, workers)
         self.console.print(self.banner(), highlight=False)
         if not self.proposer.uses_llm:
             self.console.print(f"  {self.proposer.describe()}", highlight=False)
@@ -191,13 +216,25 @@ class Run:
             self.console.print(f"  killed {leftovers} process(es) left running by this run's "
                                "previous orchestrator")
         try:
-            self._baseline()
-            for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
-                self.progress.line(v.iteration, f"{v.name} was in flight when the run stopped; "
-                                                "evaluating it again")
-                self._evaluate(v)
-            self._loop()
-            self._finish("finished")
+            try:
+                self._baseline()
+                unfinished = self.promotion.in_progress()
+                if unfinished is not None:  # interrupted in the middle of a confirmation
+                    self.confirmer.confirm(unfinished)
+                for v in self.archive.in_flight():  # interrupted by a crash or kill: run again
+                    self.progress.line(v.iteration, f"{v.name} was in flight when the run "
+                                                    "stopped; evaluating it again")
+                    self._evaluate(v)
+                self._loop()
+                status = "finished"
+            except Stop as e:
+                self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
+                if e.failed:
+                    self._finish("failed")
+                    return 1
+                status = "stopped"
+            self.confirmer.sealed_test()
+            self._finish(status)
             return 0
         except KeyboardInterrupt:
             self.sandbox.kill_all()
@@ -205,10 +242,6 @@ class Run:
             self.console.print(f"[yellow]Interrupted.[/] The archive is intact; continue with "
                                f"`scientist resume {self.dir.name}`.")
             raise
-        except Stop as e:
-            self.console.print(f"[{'red' if e.failed else 'yellow'}]Stopped:[/] {e}")
-            self._finish("failed" if e.failed else "stopped")
-            return 1 if e.failed else 0
         finally:
             signal.signal(signal.SIGTERM, old_term)
             self.sandbox.kill_all()
@@ -226,9 +259,31 @@ class Run:
             return
         v = self.archive.new_variant(None, 0, status=RUNNING, commit=self.archive.get_meta(PRISTINE_COMMIT),
                                      hypothesis="", proposer="baseline")
-        self.progress.line(0, f"{v.name}: evaluating the unmodified seed "
-                              f"({self.evaluator.scale.training_seeds} training seeds)")
-        self._evaluate(v)
+        n = self._noise_seeds()
+        self.progress.line(0, f"{v.name}: evaluating the unmodified seed on {n} training seeds "
+                              "(its spread between them is the run's noise floor)")
+        self._evaluate(v, seeds=range(n))
+        noise = self.promotion.noise()
+        if noise is not None:
+            self.progress.line(0, noise.describe(self.seed.metric, self.promotion.design))
+
+    def _noise_seeds(self) -> int:
+        scale = self.seed.scale(self.config.scale)
+        n = self.config.noise_seeds or scale.noise_seeds
+        if n < scale.training_seeds:
+            raise ScientistError(f"noise_seeds ({n}) must be at least the scale's training seeds "
+                                 f"({scale.training_seeds}): the baseline is paired with every "
+                                 "variant on those")
+        return n
+
+    def _design(self, scale: Scale) -> Design:
+        """The run's confirmation design: saved when the run starts, read back on resume."""
+        saved = self.archive.get_meta(DESIGN_META)
+        if isinstance(saved, dict):
+            return Design.from_dict(saved)
+        d = Design.for_run(self.config, scale, self._noise_seeds())
+        self.archive.set_meta(DESIGN_META, asdict(d))
+        return d
 
     def _loop(self) -> None:
         total = self.config.iterations or 0
@@ -367,20 +422,11 @@ class Run:
                                         rationale=p.rationale, prediction=p.prediction,
                                         proposer=p.proposer, predicted=p.predicted, **kw)
 
-    def _evaluate(self, v: Variant) -> None:
+    def _evaluate(self, v: Variant, seeds: Iterable[int] | None = None) -> None:
         self.archive.update(v.id, status=RUNNING)
-        folder = self.dir / VARIANTS / v.name
-        def seed_done(r: SeedResult) -> None:
-            done.add(r.seed)
-            self.progress.seed_done(v.iteration, v, r, self.seed.metric)
-
-        try:
-            with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds) as done:
-                result = self.evaluator.evaluate(v.commit, folder, on_seed=seed_done)
-        except SandboxError as e:  # not the variant's fault: it stays in flight, not failed
-            raise Stop(f"the {self.sandbox.name} sandbox failed while running {v.name}, which is "
-                       f"not the variant's fault: {e}\nThe archive is intact; once that is fixed, "
-                       f"`scientist resume {self.dir.name}` runs {v.name} again.", failed=True) from None
+        if v.parent_id is None and seeds is None:  # the baseline, evaluated again on resume
+            seeds = range(self._noise_seeds())
+        result = self._run_seeds(v, seeds)
         integrity = label_integrity(result, self.seed)
         self.archive.record_result(v.id, result, DONE if result.ok else FAILED, integrity)
         self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
@@ -388,31 +434,61 @@ class Run:
         if integrity[0] != CLEAN:
             self.archive.log("integrity", f"{integrity[0]}: {integrity[1]}", v.id)
             self.progress.line(v.iteration, f"{v.name}: [bold red]{integrity[0]}[/] — {integrity[1]}")
-        if result.ok:
-            new_best = integrity[0] == CLEAN and (self.progress.best is None
-                                                  or fit.better_than(self.progress.best))
-            if new_best:
+        if not result.ok:
+            self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
+            return
+        se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
+        self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} (s.e.) over "
+                                        f"{len(result.values)} seeds")
+        if integrity[0] != CLEAN:  # never best, so never a challenger either
+            return
+        if v.parent_id is None:
+            if self.progress.best is None:  # the baseline is the first confirmed best
                 self.progress.best = fit
                 self.workspace.tag_best(v.commit)
-            se = f" ± {result.stderr:.4f}" if result.stderr is not None else ""
-            self.progress.line(v.iteration, f"{v.name}: {self.seed.metric} = {fit}{se} over "
-                                            f"{len(result.values)} seeds"
-                                            + (" [green]new best[/]" if new_best else ""))
         else:
-            self.progress.line(v.iteration, f"{v.name}: [red]failed[/] — {result.reason}")
+            self.confirmer.challenge(self.archive.get(v.id))
+
+    def _run_seeds(self, v: Variant, seeds: Iterable[int] | None = None,
+                   eval_set: str = "fitness", quiet: bool = False) -> Result:
+        """Train and score `v` on `seeds` (default: the scale's), with a heartbeat."""
+        folder = self.dir / VARIANTS / v.name
+        seeds = None if seeds is None else list(seeds)
+
+        def seed_done(r: SeedResult) -> None:
+            done.add(r.seed)
+            if not quiet:
+                self.progress.seed_done(v.iteration, v, r, self.seed.metric)
+
+        try:
+            with heartbeat(self.progress, v.iteration, v, folder, self.heartbeat_seconds,
+                           seeds, "sealed-" if eval_set == "sealed" else "") as done:
+                return self.evaluator.evaluate(v.commit, folder, on_seed=seed_done, seeds=seeds,
+                                               eval_set=eval_set)
+        except SandboxError as e:  # not the variant's fault: it stays in flight, not failed
+            raise Stop(f"the {self.sandbox.name} sandbox failed while running {v.name}, which is "
+                       f"not the variant's fault: {e}\nThe archive is intact; once that is fixed, "
+                       f"`scientist resume {self.dir.name}` runs those seeds again.",
+                       failed=True) from None
 
     def _finish(self, status: str) -> None:
         a = self.archive
         a.set_meta("status", status)
         a.set_meta("elapsed_seconds", self.progress.elapsed)
         a.set_meta("finished_at", time.time())
-        self.console.print(best_table(a.all(), self.seed.maximize, self.seed.metric))
+        promotion = Promotion.of(a)
+        best = promotion.best()
+        self.console.print(best_table(a.all(), self.seed.maximize, self.seed.metric,
+                                      labels=promotion.labels(), best_id=best.id if best else None))
+        self.console.print(promotion.claim(self.seed.metric), highlight=False, markup=False)
         if status != "interrupted" and self.config.report:
-            from scientist.report import write_report
+            from scientist.paper import publish
 
-            rep = write_report(self.dir)
-            self.console.print(f"report: {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
-                                                       f" (no PDF: {rep.message})"))
+            # with an LLM, it writes the sections and reviews the report (paper.py)
+            rep, _ = publish(self.dir, use_llm=self.proposer.uses_llm, review=self.proposer.uses_llm,
+                             on_progress=lambda text: self.console.print(text, style="dim", markup=False))
+            self.console.print(f"report: {rep.html} and {rep.tex}" + (f" and {rep.pdf}" if rep.pdf else
+                                                                      f" (no PDF: {rep.message})"))
         if status != "interrupted":
             self.console.print(f"[dim]look closer: scientist show {self.dir.name} [VARIANT]; "
                                f"git -C {self.dir / REPO} log --graph --all --oneline[/]")

@@ -46,6 +46,9 @@ class Scale:
     """Default number of proposals for a run at this scale."""
     time_budget: float | None = None
     """Default wall-clock budget in seconds for a whole run at this scale (None: no limit)."""
+    noise_seeds: int = 4
+    """Training seeds of the baseline at the start of a run: its spread between them is the
+    run's noise floor (default: max(4, 2 x training_seeds); at least training_seeds)."""
 
 
 @dataclass(frozen=True)
@@ -204,13 +207,14 @@ def _scale(name: str, get: _Getter) -> Scale:
     seeds = get.number(f"{key}.training_seeds")
     iterations = get.number(f"{key}.iterations", required=False, default=10)
     budget = get.number(f"{key}.time_budget", required=False, default=math.inf)
+    noise = get.number(f"{key}.noise_seeds", required=False, default=max(4, 2 * int(seeds)))
     for f, v, lo in (("timeout", timeout, 1), ("memory_mb", memory, 64),
                      ("training_seeds", seeds, 1), ("iterations", iterations, 0),
-                     ("time_budget", budget, 1)):
+                     ("time_budget", budget, 1), ("noise_seeds", noise, max(2, seeds))):
         if v < lo:
             raise SeedError(f"{get.where}: field '{key}.{f}' must be at least {lo}, not {v}")
     return Scale(name, float(timeout), int(memory), int(seeds), int(iterations),
-                 None if budget == math.inf else float(budget))
+                 None if budget == math.inf else float(budget), int(noise))
 
 
 def _mutable(i: int, m: Any, where: str, editable: tuple[str, ...]) -> Mutable:

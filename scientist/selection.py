@@ -10,6 +10,13 @@ evicted variants stay in the archive). Greedy is the limit temperature -> 0.
 
 Every policy is a pure function of the archive and a random generator, so a resumed
 run that re-seeds the generator makes the same choices.
+
+Uncertainty: policies rank by `Promotion.selection_keys`, which is each variant's mean,
+except that a variant whose mean is above the *confirmed* best's counts only the part of its
+lead beyond two standard errors (from the run's noise floor). A variant with two seeds and
+a lucky lead is thus not treated as surely better than a confirmed one: it shares the
+confirmed best's place (FME's top bucket; greedy's tie, which goes to the older, confirmed
+variant). Exploration still follows means below the confirmed best, as FME prescribes.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scientist.archive import Archive
+from scientist.promotion import Promotion
 from scientist.variant import Variant
 
 
@@ -55,7 +63,8 @@ class FitnessMonotonic:
     def pools(self, archive: Archive) -> list[list[Variant]]:
         """The selection pool of each bucket, worst bucket first."""
         cands = _candidates(archive)
-        keys = [archive.fitness(v).key for v in cands]
+        ranked = Promotion.of(archive).selection_keys()
+        keys = [ranked[v.id] for v in cands]
         lo, hi = min(keys), max(keys)
         width = (hi - lo) / self.buckets or 1.0
         pools: list[list[Variant]] = [[] for _ in range(self.buckets)]
@@ -65,9 +74,10 @@ class FitnessMonotonic:
         return [sorted(p, key=lambda v: used[v.id], reverse=True)[: self.capacity]
                 for p in pools]
 
-    def probabilities(self, archive: Archive) -> list[float]:
+    def probabilities(self, archive: Archive,
+                      pools: list[list[Variant]] | None = None) -> list[float]:
         """Probability of each bucket (0 for empty ones)."""
-        pools = self.pools(archive)
+        pools = self.pools(archive) if pools is None else pools
         m = max(self.buckets - 1, 1)
         logits = [b / m / max(self.temperature, 1e-9) if p else -math.inf
                   for b, p in enumerate(pools)]
@@ -78,7 +88,7 @@ class FitnessMonotonic:
 
     def select(self, archive: Archive, rng: random.Random) -> Variant:
         pools = self.pools(archive)
-        probs = self.probabilities(archive)
+        probs = self.probabilities(archive, pools)
         b = rng.choices(range(len(pools)), weights=probs)[0]
         return rng.choice(pools[b])
 
@@ -91,7 +101,8 @@ class Greedy:
 
     def select(self, archive: Archive, rng: random.Random) -> Variant:
         cands = _candidates(archive)
-        return max(cands, key=lambda v: (archive.fitness(v).key, -v.id))
+        ranked = Promotion.of(archive).selection_keys()
+        return max(cands, key=lambda v: (ranked[v.id], -v.id))
 
 
 @dataclass

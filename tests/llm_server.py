@@ -83,7 +83,7 @@ class Request:
 
 @dataclass
 class FakeLLM:
-    brain: Callable[[Request], str] = lambda req: "no brain configured"
+    brain: Callable[[Request], str | Reply] = lambda req: "no brain configured"
     script: deque = field(default_factory=deque)
     requests: list[Request] = field(default_factory=list)
 
@@ -104,8 +104,9 @@ class FakeLLM:
                 with fake._lock:
                     fake.requests.append(req)
                     action = fake.script.popleft() if fake.script else None
-                if action is None:
-                    action = Reply(fake.brain(req))
+                if action is None:  # a brain answers with text, or with a Reply (cut off, slow)
+                    action = fake.brain(req)
+                    action = action if isinstance(action, Reply) else Reply(action)
                 fake._answer(self, req, action)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

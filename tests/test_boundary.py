@@ -169,23 +169,24 @@ class Flaky:
 
 def test_a_sandbox_that_fails_once_is_retried(toy, make_run):
     toy.set_scale(training_seeds=1)
-    run, out = make_run(toy, iterations=0)
+    run, out = make_run(toy, iterations=0, noise_seeds=2)
     run.infra_wait = 0.01
     run.sandbox = Flaky(run.sandbox, lambda n: n == 1)
     try:
         assert run.execute() == 0, out.getvalue()
         assert run.archive.get(0).status == "done"
-        assert run.sandbox.calls == 3  # train (failed), train, evaluate
+        assert run.sandbox.calls == 5  # train (failed), then the noise floor's 2 x (train, evaluate)
     finally:
         run.close()
 
 
 def test_a_sandbox_that_keeps_failing_stops_the_run_and_no_variant_is_failed(toy, make_run, runs_dir):
     toy.set_scale(training_seeds=1)
-    run, out = make_run(toy, iterations=2)
+    run, out = make_run(toy, iterations=2, noise_seeds=2)
     run.infra_wait = 0.01
-    # the baseline's two steps run; from the first variant on, the sandbox is broken
-    run.sandbox = Flaky(run.sandbox, lambda n: n > 2)
+    # the baseline's four steps run (2 noise seeds x train, evaluate); from the first
+    # variant on, the sandbox is broken
+    run.sandbox = Flaky(run.sandbox, lambda n: n > 4)
     try:
         assert run.execute() == 1
         text = out.getvalue()
@@ -194,7 +195,7 @@ def test_a_sandbox_that_keeps_failing_stops_the_run_and_no_variant_is_failed(toy
         v1 = run.archive.get(1)
         assert v1.status == RUNNING and v1.result is None  # in flight: resume runs it again
         assert not [v for v in run.archive.all() if v.status == FAILED]
-        assert run.sandbox.calls == 2 + run.evaluator.infra_retries + 1
+        assert run.sandbox.calls == 4 + run.evaluator.infra_retries + 1
     finally:
         run.close()
     again = Run.open(runs_dir / "r", make_console()[0])

@@ -13,6 +13,7 @@ from conftest import TOY, ToySeed, make_console
 from scientist import cli
 from scientist.archive import Archive
 from scientist.config import RunConfig
+from scientist.promotion import Promotion
 from scientist.run import Run
 
 
@@ -68,10 +69,17 @@ def test_runs_lists_status_and_best_fitness(runs, scientist):
     assert set(lines) == {"good", "crashed"}
     a = archive(runs / "good")
     try:
-        best = a.best()[0]
+        promotion = Promotion.of(a)
+        best, tried = promotion.best(), promotion.comparisons()
+        sealed = promotion.sealed()
     finally:
         a.close()
-    assert "finished" in lines["good"] and f"{best.fitness:.4f} ({best.name})" in lines["good"]
+    # the toy's first change (v0001) is deterministic in the seed and far outside its
+    # noise: it is promoted, and the sealed test against the baseline confirms it
+    assert best.id == 1 and [c.decision for c in tried] == ["promoted"]
+    good = lines["good"]
+    assert "finished" in good and f"{best.fitness:.4f} ± {best.fitness_stderr:.4f} (v0001)" in good
+    assert "1 of 1" in good and f"{sealed.test(True).mean:+.4f}" in good
     assert "failed" in lines["crashed"] and "—" in lines["crashed"]
 
 
@@ -87,6 +95,10 @@ def test_show_a_run_lists_its_variants(runs, scientist):
     for name in ("v0000", "v0001", "v0002"):
         assert name in out
     assert "Changing" in out  # the hypotheses
+    assert "noise floor: sd" in out and "claim" in out
+    rows = {line.split()[1]: line for line in out.splitlines() if line[2:4] == "v0"}
+    assert " best " in rows["v0001"] and " confirmed " in rows["v0000"]
+    assert "Confirmed best: v0001" in out and "Sealed test against v0000" in out
 
 
 def test_show_a_variant_prints_hypothesis_diff_and_metrics(runs, scientist):
@@ -102,6 +114,10 @@ def test_show_a_variant_prints_hypothesis_diff_and_metrics(runs, scientist):
     assert any(line.startswith("+") and "train.py" not in line for line in out.splitlines())
     assert "Fitness:" in out and "Metrics (mean over seeds):" in out and "neg_mse=" in out
     assert "training seed 0: ok" in out and "training seed 1: ok" in out
+    # its confirmation and its sealed test, seed by seed
+    assert "confirmation (attempt 1): v0001 against v0000 on fresh seeds [4, 5, 6, 7]: promoted" in out
+    assert "sealed test: v0001 against v0000 on fresh seeds [8, 9, 10, 11]" in out
+    assert "95% CI" in out
     code2, out2 = scientist("show", "good", "v0001", "--runs-dir", str(runs))
     assert code2 == 0 and out2 == out
 

@@ -21,7 +21,10 @@ print(json.dumps({
     "package": scientist.__file__,
     "vsml": str(load_seed("vsml").path),
     "prompt": (resources.TEMPLATES / "prompts" / "propose.j2").is_file(),
-    "report": (resources.TEMPLATES / "report" / "report.tex.j2").is_file(),
+    "report": (resources.TEMPLATES / "report" / "report.tex.j2").is_file()
+    and (resources.TEMPLATES / "report" / "report.html.j2").is_file()
+    and (resources.TEMPLATES / "report" / "sections" / "abstract.tex.j2").is_file()
+    and (resources.TEMPLATES / "prompts" / "paper_section.j2").is_file(),
     "dockerfile": (resources.SANDBOX / "Dockerfile").is_file(),
     "runs": str(resources.RUNS),
 }))

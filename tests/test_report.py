@@ -18,6 +18,7 @@ import pytest
 
 from scientist.archive import Archive
 from scientist.errors import ScientistError
+from scientist.promotion import NOT_CONFIRMED, PROMOTED, Design, Promotion
 from scientist.latex import (MAX_DIFF_LINES, WRAP, Report, compile_tex, latex_escape, tex_engine,
                              verbatim_safe)
 from scientist.report import num, write_report
@@ -62,6 +63,10 @@ def result(*accs: float, crash: int | None = None) -> Result:
     return Result(seeds, "acc")
 
 
+def result_at(values: dict[int, float]) -> Result:
+    return Result([SeedResult(s, SEED_OK, metrics={"acc": x}) for s, x in values.items()], "acc")
+
+
 class FakeRun:
     """A run folder built with the real Archive and Workspace, without running anything."""
 
@@ -103,6 +108,22 @@ class FakeRun:
             self.archive.record_result(v.id, res, DONE if res.ok else FAILED)
         return v.id
 
+    def promote(self, challenger: int, incumbent: int, diffs: tuple[float, ...] = (0.1, 0.11, 0.12, 0.1),
+                decision: str = PROMOTED, sealed: tuple[float, ...] | None = None) -> None:
+        """Record a confirmation of `challenger` against `incumbent` on fresh seeds (and, with
+        `sealed`, the final sealed test against the baseline) as the loop would."""
+        p = Promotion(self.archive, Design(max_seeds=4, batch=4, first_look=4, sealed_seeds=len(sealed or ())))
+        c = p.open(self.archive.get(challenger))
+        seeds = p.next_seeds(c)
+        inc = {s: 0.5 + 0.01 * s for s in seeds}
+        c = p.record(c, result_at({s: inc[s] + d for s, d in zip(seeds, diffs)}), result_at(inc))
+        assert c.decision == decision, c.reason
+        if sealed is not None:
+            s = p.open_sealed()
+            seeds = p.next_seeds(s)
+            p.record(s, result_at({x: 0.6 + d for x, d in zip(seeds, sealed)}),
+                     result_at({x: 0.6 for x in seeds}))
+
     def tex(self, **kw: object) -> str:
         rep = write_report(self.dir, compile_pdf=False, **kw)
         return rep.tex.read_text()
@@ -129,6 +150,8 @@ def full_run(run: FakeRun) -> FakeRun:
     run.v5 = run.add(run.v1, 5, SECOND, result(0.7, 0.71, 0.75),
                      train=TRAIN.replace("0.1", "0.3").replace("10", "20"),
                      prediction="a steadier gradient → higher acc")
+    run.promote(run.v1, 0)
+    run.promote(run.v5, run.v1, sealed=(0.15, 0.17, 0.16, 0.2))
     return run
 
 
@@ -246,18 +269,84 @@ def test_failures_and_rejections_are_listed(full_run):
     assert "v0003" in rejections and latex_escape(REJECT_REASON) in rejections
 
 
-def test_plot_has_every_evaluated_variant_the_running_best_and_failures(full_run):
+def fitness_axes(run_dir: Path):
+    """The fitness figure's axes, drawn from the run folder as the report draws it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from scientist.figures import _fitness
+    from scientist.figures import data
+
+    fig = plt.figure()
+    _fitness(fig, **data(run_dir), run_dir=run_dir)
+    return fig.axes[0]
+
+
+def test_plot_has_every_variant_with_error_bars_by_claim_and_the_confirmed_best(full_run):
+    unconfirmed = full_run.add(full_run.v5, 6, "Lucky", result(0.8, 0.85, 0.9),
+                               train=TRAIN.replace("0.1", "0.35"))
+    full_run.promote(unconfirmed, full_run.v5, diffs=(0.1, -0.2, 0.05, 0.0), decision=NOT_CONFIRMED)
+    raw = full_run.add(full_run.v5, 7, "Untested", result(0.5, 0.5, 0.6),
+                       train=TRAIN.replace("0.1", "0.4"))
+    ax = fitness_axes(full_run.dir)
+    get = full_run.archive.get
+    groups = {c.get_label(): c for c in ax.containers}  # errorbar containers, by legend entry
+    assert set(groups) == {"confirmed", "not confirmed", "raw"}
+
+    def points(label):
+        line, caps, (bars,) = groups[label]
+        ys = [tuple(seg[:, 1]) for seg in bars.get_segments()]
+        return sorted(zip(line.get_xdata(), line.get_ydata(), ys))
+
+    def expected(*ids):
+        return sorted((get(i).iteration, get(i).fitness, (get(i).fitness - get(i).fitness_stderr,
+                                                          get(i).fitness + get(i).fitness_stderr)) for i in ids)
+    assert [p[:2] for p in points("confirmed")] == [p[:2] for p in expected(0, full_run.v1, full_run.v5)]
+    assert [p[:2] for p in points("not confirmed")] == [p[:2] for p in expected(unconfirmed)]
+    assert [p[:2] for p in points("raw")] == [p[:2] for p in expected(raw)]
+    # each error bar spans +- 1 standard error
+    for (_x, _y, (lo, hi)), (_, _, (elo, ehi)) in zip(points("confirmed"), expected(0, full_run.v1, full_run.v5)):
+        assert (lo, hi) == pytest.approx((elo, ehi))
+    # the confirmed best moves at promotions only, not at v0006's higher raw mean
+    (step,) = [ln for ln in ax.lines if ln.get_label() == "confirmed best"]
+    assert list(step.get_xdata()) == [0, 1, 5, 7.5]
+    assert list(step.get_ydata()) == pytest.approx([0.52, 0.63, 0.72, 0.72])
+    (failed,) = [ln for ln in ax.lines if ln.get_label() == "failed (no fitness)"]
+    assert list(failed.get_xdata()) == [2]
+
+
+def test_claims_list_every_attempt_and_the_abstract_states_the_sealed_test(full_run):
     tex = full_run.tex()
-    assert "(0,0.52) (1,0.63) (5,0.72)" in tex  # evaluated variants
-    assert "(0,0.52) (1,0.63) (5,0.72)" in tex.split("running best")[0].split("const plot")[1]
-    assert "failed (no fitness)" in tex and "coordinates {(2," in tex
+    claims = tex[tex.index(r"\section{Claims}"):tex.index(r"\section{Top variants}")]
+    rows = [ln for ln in claims.splitlines() if ln.startswith("v000") and "&" in ln]
+    assert [r.split(" & ")[:2] + [r.split(" & ")[-1]] for r in rows] == [
+        ["v0001", "v0000", r"promoted \\"], ["v0005", "v0001", r"promoted \\"]]
+    # attempt j at alpha / (j (j + 1)), one look (the fixture's design: 4 seeds in one batch)
+    assert r"$0.0250$ & 4" in rows[0] and r"$0.0083$ & 4" in rows[1]
+    assert r"Confirming cost 16 training runs" in claims and "the sealed test 8 more" in claims
+    # the abstract: the improvement on the sealed set with its interval and p-value
+    sealed = Promotion.of(full_run.archive).sealed().test(True)
+    abstract = tex[tex.index(r"\begin{abstract}"):tex.index(r"\end{abstract}")]
+    assert (r"\textbf{The confirmed best variant, v0005, improves \texttt{acc} over the unmodified "
+            f"seed by ${sealed.mean:+.4f}$}}") in abstract
+    assert f"$[{sealed.low:.4f}, {sealed.high:.4f}]$" in abstract and f"$p = $ ${num(sealed.p)}$" in abstract
+    assert "over 4 fresh paired training seeds" in abstract
+
+
+def test_a_sealed_test_that_fails_is_said_plainly(run):
+    run.add(0, 1, "Better", result(0.9, 0.91, 0.92), train=TRAIN.replace("0.1", "0.2"))
+    run.promote(1, 0, sealed=(0.1, -0.1, 0.05, -0.04))
+    tex = run.tex()
+    assert r"\textbf{The sealed test did not confirm the improvement.}" in tex
 
 
 def test_report_says_plainly_when_the_best_is_the_baseline(run):
     run.add(0, 1, "Halve the learning rate", result(0.3, 0.31, 0.35),
             train=TRAIN.replace("0.1", "0.05"))
     tex = run.tex()
-    assert "No variant beat the baseline" in tex
+    assert "No improvement was confirmed" in tex and "No variant's raw mean beat it" in tex
     assert "The best variant is the unmodified seed" in tex
     assert r"\begin{lstlisting}" not in tex
     assert pm(run.archive.get(0)) in tex
@@ -268,16 +357,20 @@ def test_report_of_a_run_where_nothing_succeeded(tmp_path):
     r.archive.update(0, status=FAILED, fitness=None, fitness_stderr=None)
     tex = r.tex()
     r.archive.close()
-    assert "not even the unmodified seed" in tex and "nothing to plot" in tex
+    assert "not even the unmodified seed" in tex
+    assert "Figures left out: fitness (no variant has a fitness)" in tex
 
 
 def test_lower_is_better_runs_rank_by_the_lowest_fitness(run):
     run.archive.set_meta("maximize", False)
+    run.archive.maximize = False
     low = run.add(0, 1, "Shrink the loss", result(0.2, 0.25, 0.3),
                   train=TRAIN.replace("0.1", "0.2"))
     run.add(0, 2, "Grow the loss", result(0.8, 0.8, 0.9), train=TRAIN.replace("0.1", "0.4"))
+    run.promote(low, 0, diffs=(-0.3, -0.31, -0.3, -0.32), sealed=(-0.3, -0.28, -0.31, -0.3))
     tex = run.tex()
-    assert "The best variant, v0001" in tex and "lower is better" in tex
+    assert (r"\textbf{The confirmed best variant, v0001, improves \texttt{acc} over the unmodified "
+            r"seed by $-0.2975$}") in tex and "lower is better" in tex
     section = tex[tex.index("Lineage of the best variant"):]
     v = run.archive.get(low)
     assert f"${v.fitness - run.archive.get(0).fitness:.4f}$ (better)" in section
@@ -286,6 +379,7 @@ def test_lower_is_better_runs_rank_by_the_lowest_fitness(run):
 def test_a_long_diff_is_cut_with_a_note(run):
     long = TRAIN + "".join(f"x{i} = {i}\n" for i in range(MAX_DIFF_LINES + 100))
     run.add(0, 1, "Add many constants", result(0.9, 0.91, 0.92), train=long)
+    run.promote(1, 0)
     tex = run.tex()
     assert f"the first {MAX_DIFF_LINES} of its" in tex
     assert f"+x{MAX_DIFF_LINES - 20} =" in tex and f"+x{MAX_DIFF_LINES + 50} =" not in tex
@@ -294,6 +388,7 @@ def test_a_long_diff_is_cut_with_a_note(run):
 def test_a_report_mid_run_and_without_its_repo_still_renders(run):
     run.archive.set_meta("status", "running")
     run.add(0, 1, "Better", result(0.9, 0.91, 0.92), train=TRAIN.replace("0.1", "0.2"))
+    run.promote(1, 0)
     run.add(1, 2, "Still being evaluated", None, train=TRAIN.replace("0.1", "0.25"))
     shutil.rmtree(run.dir / "repo")
     tex = run.tex()
@@ -366,8 +461,9 @@ def test_report_compiles_to_pdf(full_run):
     require_tex()
     # a diff no TeX would survive unprotected: unicode, a listing terminator, a huge line
     nasty = TRAIN + "s = '→ α \\end{lstlisting} (*@ $^_%&#~{'\nt = '" + "y" * 3000 + "'\n\x0c\n"
-    full_run.add(full_run.v5, 6, "Nasty ✓ ünïcödé → \\input{/etc/passwd} %",
-                 result(0.9, 0.9, 0.92), train=nasty, prediction="⚡ $$ }{")
+    v6 = full_run.add(full_run.v5, 6, "Nasty ✓ ünïcödé → \\input{/etc/passwd} %",
+                      result(0.9, 0.9, 0.92), train=nasty, prediction="⚡ $$ }{")
+    full_run.promote(v6, full_run.v5, sealed=(0.3, 0.31, 0.29, 0.3))
     rep = write_report(full_run.dir, compile_pdf=True)
     assert rep.message == "" and rep.pdf is not None
     assert rep.pdf.read_bytes()[:5] == b"%PDF-" and rep.pdf.stat().st_size > 20_000

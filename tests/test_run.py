@@ -51,7 +51,8 @@ def test_a_run_end_to_end(toy, make_run, runs_dir):
     text = out.getvalue()
     for words in ("seed toy at scale test", "local sandbox", "offline proposer",
                   "no LLM configured", f"run folder {runs_dir / 'r'}",
-                  "best variants by neg_mse (higher is better)"):
+                  "variants by neg_mse (higher is better; raw means: only a confirmed variant is "
+                  "called best)", "noise floor: neg_mse has sd"):
         assert words in text
     assert text.index("v0000: evaluating the unmodified seed") < text.index("iter 1/3")
 
@@ -67,8 +68,10 @@ def test_a_run_end_to_end(toy, make_run, runs_dir):
         assert v.hypothesis and v.diff.startswith("diff --git a/train.py")
         assert v.commit == git(run.dir / "repo", "rev-parse", v.name)
         assert git(run.dir / "repo", "rev-parse", f"{v.name}^") == a.get(v.parent_id).commit
-    best = a.best()[0]
-    assert best.fitness == max(v.result.mean for v in vs if v.result.ok)
+    assert base.fitness_n == 4  # the noise floor: the baseline on max(4, 2 x 2) seeds
+    promoted = [c.challenger_id for c in run.promotion.comparisons() if c.decision == "promoted"]
+    best = run.promotion.best()
+    assert best.id == (promoted[-1] if promoted else base.id)  # confirmed, not the best raw mean
     assert git(run.dir / "repo", "rev-parse", "best") == best.commit
     assert a.get_meta("status") == "finished"
     assert (run.dir / "config.json").is_file()
@@ -449,7 +452,8 @@ def test_a_running_variant_reports_what_it_is_doing(toy, make_run):
     assert run.execute() == 0
     beats = [ln for ln in out.getvalue().splitlines() if "training: meta-step 7 loss 0.25" in ln]
     assert beats and all("v0000 seed" in ln for ln in beats)
-    assert {ln.split("v0000 seed ")[1][0] for ln in beats} == {"0", "1"}
+    # the baseline's four noise-floor seeds, two at a time
+    assert {ln.split("v0000 seed ")[1][0] for ln in beats} == {"0", "1", "2", "3"}
 
 
 def test_a_quick_crash_does_not_let_a_long_variant_start_past_the_budget(toy, make_run):

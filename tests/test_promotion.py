@@ -1,0 +1,172 @@
+"""Promotion's decisions and record, on an archive built by hand (nothing is run):
+who challenges, which seeds, when a confirmation promotes or stops, who is best, what
+selection sees."""
+
+from __future__ import annotations
+
+import pytest
+
+from scientist.archive import Archive
+from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, NOT_CONFIRMED, PROMOTED, RAW,
+                                 UNCONFIRMED, Design, Promotion)
+from scientist.variant import DONE, RUNNING, SEED_CRASH, SEED_OK, Result, SeedResult
+
+DESIGN = Design(alpha=0.05, max_seeds=8, batch=2, first_look=4, sealed_seeds=4, screen=1.0)
+
+
+def result(values: dict[int, float], crash: int | None = None) -> Result:
+    seeds = [SeedResult(s, SEED_CRASH, reason="boom") if s == crash else
+             SeedResult(s, SEED_OK, metrics={"m": x}) for s, x in values.items()]
+    return Result(seeds, "m")
+
+
+def add(a: Archive, parent: int | None, values: dict[int, float]) -> int:
+    v = a.new_variant(parent, a.count(), status=RUNNING, commit=f"c{a.count()}")
+    r = result(values)
+    a.record_result(v.id, r, DONE if r.ok else "failed")
+    return v.id
+
+
+@pytest.fixture
+def world(archive: Archive):
+    """A baseline on four seeds (spread about 0.1) and a promotion over it."""
+    add(archive, None, {0: 1.0, 1: 1.2, 2: 1.1, 3: 0.9})
+    return archive, Promotion(archive, DESIGN)
+
+
+def batch(seeds: list[int], base: float, diffs: list[float]) -> tuple[Result, Result]:
+    inc = {s: base + 0.01 * s for s in seeds}
+    return (result({s: inc[s] + d for s, d in zip(seeds, diffs)}), result(inc))
+
+
+def test_a_challenger_must_beat_the_confirmed_best_on_the_seeds_they_share(world):
+    a, p = world
+    # v1's mean 1.075 beats the baseline's 1.05 over its four seeds, but on seeds 0 and 1
+    # the baseline has 1.0 and 1.2: paired, v1 trails by 0.025; v2 leads by 0.1
+    v1 = add(a, 0, {0: 0.95, 1: 1.2})
+    v2 = add(a, 0, {0: 1.1, 1: 1.3})
+    assert a.get(v1).fitness > a.get(0).fitness and p.lead(a.get(v1)) is None
+    assert p.lead(a.get(v2)) == pytest.approx(0.1)
+    assert p.lead(a.get(0)) is None  # the best does not challenge itself
+    # is it past the noise? the baseline's sd over 4 seeds is 0.129; over 2 shared seeds one
+    # standard error of a paired difference is 0.129 sqrt(2 / 2)
+    assert p.margin(a.get(v2)) == pytest.approx(0.1291, abs=1e-4)
+    v3 = add(a, 0, {0: 1.2, 1: 1.4})
+    assert p.lead(a.get(v3)) == pytest.approx(0.2) and p.lead(a.get(v3)) > p.margin(a.get(v3))
+
+
+def test_attempts_spend_alpha_and_use_fresh_seeds_for_both(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    assert (c.attempt, c.incumbent_id) == (1, 0)
+    assert c.level == pytest.approx(0.05 / 2 / 3)  # attempt 1 at alpha/2, three looks (4, 6, 8)
+    assert p.next_seeds(c) == [4, 5]  # seeds 0-3 are the baseline's: never reused
+    p.record(c, *batch([4, 5], 1.0, [0.5, 0.6]))
+    assert p.next_seeds(c) == [6, 7]
+    with pytest.raises(ValueError, match="unpaired"):
+        p.record(c, result({6: 1.0, 7: 1.0}), result({8: 1.0, 9: 1.0}))
+    c2 = p.stop(c, "test over")
+    w = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c3 = p.open(w)
+    assert c2.decision == NOT_CONFIRMED and c3.attempt == 2
+    assert c3.level == pytest.approx(0.05 / 6 / 3)
+    assert p.next_seeds(c3) == [6, 7]  # 4-5 were used by the stopped attempt
+
+
+def test_promotion_happens_only_at_a_look_and_moves_the_best(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    c = p.record(c, *batch([4, 5], 1.0, [0.50, 0.52]))
+    assert not c.decided and c.test(True).p < c.level  # 2 pairs is not a look
+    assert p.best().id == 0 and p.labels()[v.id] == CONFIRMING
+    c = p.record(c, *batch([6, 7], 1.0, [0.49, 0.51]))
+    assert c.decision == PROMOTED and "4 fresh seeds" in c.reason
+    assert p.best().id == v.id
+    assert p.labels() == {0: CONFIRMED, v.id: CONFIRMED}
+    assert [e["kind"] for e in a.events(v.id)] == [PROMOTED]
+
+
+def test_futility_max_seeds_and_failures_end_a_confirmation_unpromoted(world):
+    a, p = world
+    futile = p.open(a.get(add(a, 0, {0: 2.0, 1: 2.0})))
+    futile = p.record(futile, *batch(p.next_seeds(futile), 1.0, [-0.2, 0.1]))
+    assert futile.decision == NOT_CONFIRMED and futile.reason.startswith("futility")
+
+    weak = p.open(a.get(add(a, 0, {0: 2.0, 1: 2.0})))
+    for diffs in ([0.3, -0.1], [0.2, -0.1], [0.3, -0.2], [0.1, 0.0]):
+        assert not weak.decided
+        weak = p.record(weak, *batch(p.next_seeds(weak), 1.0, diffs))
+    assert weak.decision == NOT_CONFIRMED and weak.reason.startswith("8 fresh seeds")
+    assert len(weak.seeds) == 8 and weak.evaluations == 16
+
+    broken = p.open(a.get(add(a, 0, {0: 2.0, 1: 2.0})))
+    seeds = p.next_seeds(broken)
+    ok_inc = result({s: 1.0 for s in seeds})
+    broken = p.record(broken, result({s: 2.0 for s in seeds}, crash=seeds[1]), ok_inc)
+    assert broken.decision == NOT_CONFIRMED and "challenger failed" in broken.reason
+    assert p.best().id == 0
+    assert {p.labels()[c.challenger_id] for c in (futile, weak, broken)} == {UNCONFIRMED}
+
+
+def test_each_variant_challenges_once(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    p.stop(p.open(v), "budget")
+    assert p.lead(v) is None and p.labels()[v.id] == UNCONFIRMED
+
+
+def test_selection_does_not_take_a_lucky_two_seed_lead_for_sure(world):
+    a, p = world
+    lucky = add(a, 0, {0: 1.2, 1: 1.3})  # +0.2 over 1.05: inside 2 s.e. of the noise floor
+    far = add(a, 0, {0: 3.0, 1: 3.1})  # far outside it
+    below = add(a, 0, {0: 0.5, 1: 0.6})
+    keys = p.selection_keys()
+    noise = p.noise()
+    se = noise.sd * (1 / 2 + 1 / 4) ** 0.5
+    assert keys[lucky] == pytest.approx(keys[0])  # ties with the confirmed best
+    assert keys[far] == pytest.approx(keys[0] + (3.05 - 1.05) - 2 * se)
+    assert keys[below] == pytest.approx(0.55)
+    assert p.labels()[lucky] == RAW
+    p.stop(p.open(a.get(far)), "budget")  # tested, not confirmed: no lead left at all
+    assert p.selection_keys()[far] == pytest.approx(keys[0])
+
+
+def test_the_sealed_test_compares_the_confirmed_best_with_the_baseline(world):
+    a, p = world
+    assert not p.sealed_due()  # the baseline is the best: nothing to test
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.1]))
+    assert c.decision == PROMOTED and p.sealed_due()
+    s = p.open_sealed()
+    assert (s.challenger_id, s.incumbent_id, s.level) == (v.id, 0, 0.05)
+    assert p.next_seeds(s) == [8, 9, 10, 11]  # fresh again, sealed_seeds of them at once
+    s = p.record(s, *batch([8, 9, 10, 11], 1.0, [0.9, 1.0, 1.1, 1.2]))
+    assert s.decision == IMPROVED and "95% CI" in s.reason
+    assert not p.sealed_due() and p.sealed().id == s.id
+    assert "Sealed test against v0000: +1.0500" in p.claim("m")
+
+
+def test_the_claim_says_plainly_when_nothing_was_confirmed(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    p.stop(p.open(v), "budget")
+    assert p.claim("m").startswith("No improvement was confirmed: the best is the baseline v0000")
+
+
+def test_a_failed_baseline_leaves_nothing_to_claim(archive):
+    add(archive, None, {0: 1.0, 1: 1.0, 2: 1.0})
+    archive.update(0, status="failed", fitness=None)
+    p = Promotion(archive, DESIGN)
+    assert p.best() is None and p.noise() is None and p.claim("m").startswith("No claim:")
+    archive.update(0, status=RUNNING)  # interrupted while the baseline was evaluated
+    assert p.claim("m") == "No claim yet: the baseline has not been evaluated."
+
+
+def test_the_design_is_read_back_from_the_archive(archive):
+    archive.set_meta("promotion", {"alpha": 0.01, "max_seeds": 6, "batch": 3, "future": 1})
+    d = Promotion.of(archive).design
+    assert (d.alpha, d.max_seeds, d.batch, d.looks) == (0.01, 6, 3, (6,))
