@@ -68,6 +68,8 @@ SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
                                           "scientist.llm.x_short_count__mutmut_*")),
     "budgets: config": ("scientist/config.py", ("scientist.config.xǁRunConfigǁcheck__mutmut_*",
                                                 "scientist.config.x_parse_duration__mutmut_*")),
+    "promotion": ("scientist/promotion.py", ("scientist.promotion.*",)),
+    "stats": ("scientist/stats.py", ("scientist.stats.*",)),
     "harness: wire": ("scientist/harness/wire.py", ("scientist.harness.wire.*",)),
     "harness: judge": ("scientist/harness/judge.py", ("scientist.harness.judge.*",)),
     "harness: learner": ("scientist/harness/learner.py", ("scientist.harness.learner.*",)),
