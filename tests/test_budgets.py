@@ -32,6 +32,10 @@ def test_usage_sums_paid_calls_and_counts_cached_ones():
     assert (u.calls, u.cached_calls, u.prompt_tokens, u.completion_tokens, u.unpriced_calls) == (3, 1, 110, 25, 1)
     assert u.cost == pytest.approx(0.01) and u.tokens == 135
     assert reply(7, 3).tokens == 10
+    v = Usage()
+    for priced in (False, False, True):
+        v.add(reply(priced=priced))
+    assert v.unpriced_calls == 2
 
 
 @pytest.mark.parametrize("usage, text", [
@@ -45,7 +49,8 @@ def test_usage_as_the_console_shows_it(usage, text):
 
 
 @pytest.mark.parametrize("n, text", [(0, "0"), (999, "999"), (1000, "1.0k"), (1049, "1.0k"), (1050, "1.1k"),
-                                     (999_999, "1000.0k"), (1_000_000, "1.00M"), (12_345_678, "12.35M")])
+                                     (999_999, "1000.0k"), (1_000_000, "1.00M"), (12_345_678, "12.35M"),
+                                     (2_995_001, "3.00M")])
 def test_short_counts(n, text):
     assert short_count(n) == text
 

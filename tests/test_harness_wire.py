@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -162,6 +164,7 @@ def test_a_header_over_the_limit_is_refused_by_the_sender():
 @pytest.mark.parametrize("message, error", [
     (raw(header(), magic=b"PKL1"), "bad magic b'PKL1'"),
     (raw(header(), length=MAX_HEADER + 1), f"header of {MAX_HEADER + 1} bytes is over the limit"),
+    (raw(header(), length=0xFFFFFFFF), "header of 4294967295 bytes is over the limit"),  # unsigned
     (raw(b"{not json"), "header is not JSON"),
     (raw(b"\xff\xfe"), "header is not JSON"),
     (raw(b'{"op": "x", "seq": 1, "values": {"v": NaN}, "arrays": []}'), "non-JSON constant NaN"),
@@ -247,3 +250,69 @@ def test_only_what_has_detach_and_cpu_is_taken_for_a_tensor():
         wire.encode("predict", 1, {"x": OnlyCpu()})
     assert str(e.value) == ("predict.x: cannot send a OnlyCpu (numbers, strings, booleans, flat lists and "
                             "arrays only)")
+
+
+def test_messages_the_reader_refuses_say_exactly_what_is_wrong(pair):
+    a, b = pair
+    for message, error in [
+        (raw([1]), "header must be {op: str, seq: int, values: {}, arrays: []}"),
+        (raw(header(arrays=[["a", "object", [1]]])),
+         "bad array spec ['a', 'object', [1]]: [name, dtype in " + str(sorted(wire.DTYPES)) + ", shape of at most "
+         f"{MAX_DIMS} non-negative ints]"),
+        (raw(header(arrays=[["n" * 300, "object", [1]]])),
+         "bad array spec " + str(["n" * 300, "object", [1]])[:200] + ": [name, dtype in " + str(sorted(wire.DTYPES))
+         + f", shape of at most {MAX_DIMS} non-negative ints]"),
+    ]:
+        a.sendall(message)
+        with pytest.raises(WireError) as e:
+            wire.recv(b, 100)
+        assert str(e.value) == error
+
+
+def test_a_closed_peer_is_said_plainly(pair):
+    a, b = pair
+    a.close()
+    with pytest.raises(PeerClosed) as e:
+        wire.recv(b, 100)
+    assert str(e.value) == "the peer closed the connection"
+
+
+def test_a_header_without_values_or_arrays_is_an_empty_message(pair):
+    a, b = pair
+    a.sendall(raw({"op": "count", "seq": 4}))
+    assert wire.recv(b, 100) == ("count", 4, {})
+
+
+def test_empty_arrays_pass(pair):
+    _, _, got = roundtrip(pair, {"e": np.zeros((0, 3), dtype="float32")})
+    assert got["e"].shape == (0, 3)
+
+
+def test_a_header_of_exactly_the_largest_size_passes(pair):
+    base = len(wire.encode("op", 1, {"s": ""})[0]) - 8
+    chunks = wire.encode("op", 1, {"s": "x" * (MAX_HEADER - base)})
+    assert len(chunks[0]) - 8 == MAX_HEADER
+    a, b = pair
+    t = threading.Thread(target=a.sendall, args=(chunks[0],), daemon=True)
+    t.start()
+    op, seq, got = wire.recv(b, 100)
+    t.join(30)
+    assert len(got["s"]) == MAX_HEADER - base
+
+
+def test_a_message_that_arrives_in_parts_is_read_whole(pair):
+    a, b = pair
+    msg = b"".join(wire.encode("op", 1, {"x": np.arange(100, dtype="int64")}))
+    parts = [msg[:5], msg[5:30], msg[30:400], msg[400:]]
+
+    def send():
+        for part in parts:
+            a.sendall(part)
+            time.sleep(0.05)  # each part its own read (ordering, not a timing assert)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    b.settimeout(30)
+    op, seq, got = wire.recv(b, 10_000)
+    t.join(30)
+    assert np.array_equal(got["x"], np.arange(100))

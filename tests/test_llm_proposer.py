@@ -78,12 +78,18 @@ def test_a_heading_inside_an_edit_block_does_not_end_the_edits():
         parse_reply(text)
 
 
+MISSING = ("The reply is missing the section heading(s) {}. Answer with the four headings ## Hypothesis, "
+           "## Rationale, ## Prediction and ## Edits, in this order, each on its own line.")
+ORDER = "The sections are out of order: use ## Hypothesis, ## Rationale, ## Prediction, ## Edits, in this order."
+
+
 @pytest.mark.parametrize("text, message", [
-    ("just prose", "missing the section heading(s) `## Hypothesis`, `## Rationale`, `## Prediction`, `## Edits`."),
+    ("just prose", MISSING.format("`## Hypothesis`, `## Rationale`, `## Prediction`, `## Edits`")),
+    (f"## Hypothesis\nH\n## Rationale\nR\n## Edits\n{EDITS}Edits: as above\n## Prediction\n+1\n", ORDER),
     (f"## Hypothesis\nH\n## Prediction\n+1\n## Edits\n{EDITS}", "missing the section heading(s) `## Rationale`. "),
     ("## Hypothesis\nH\n## Rationale\nR\n## Prediction\n+1\n", "missing the section heading(s) `## Edits`. "),
-    (f"## Rationale\nR\n## Hypothesis\nH\n## Prediction\n+1\n## Edits\n{EDITS}", "The sections are out of order"),
-    (f"## Hypothesis\nH\n## Rationale\nR\n## Edits\n{EDITS}\n## Prediction\n+1\n", "The sections are out of order"),
+    (f"## Rationale\nR\n## Hypothesis\nH\n## Prediction\n+1\n## Edits\n{EDITS}", ORDER),
+    (f"## Hypothesis\nH\n## Rationale\nR\n## Edits\n{EDITS}\n## Prediction\n+1\n", ORDER),
     (f"## Hypothesis\nH\n## Hypothesis\nH2\n## Rationale\nR\n## Prediction\n+1\n## Edits\n{EDITS}",
      "The reply has the heading `## Hypothesis` twice; give each of the four sections (Hypothesis, Rationale, "
      "Prediction, Edits) once."),
@@ -109,17 +115,21 @@ def test_predictions(text, value):
     assert parse_prediction(text) == pytest.approx(value)
 
 
+NOT_A_NUMBER = ("The `## Prediction` section must start with a signed number, the expected change of the metric "
+                "(e.g. +0.012); it starts with ")
+PERCENT = "Give the prediction in the metric's own units (e.g. +0.012), not as a percentage."
+
+
 @pytest.mark.parametrize("text, message", [
-    ("about +0.1", "must start with a signed number, the expected change of the metric (e.g. +0.012); "
-                   "it starts with 'about +0.1'."),
-    ("x" * 100, "it starts with '" + "x" * 80 + "'"),
-    ("+5%", "not as a percentage"),
-    ("-0.5 %", "not as a percentage"),
+    ("about +0.1", NOT_A_NUMBER + "'about +0.1'."),
+    ("x" * 100, NOT_A_NUMBER + "'" + "x" * 80 + "'."),
+    ("+5%", PERCENT),
+    ("-0.5 %", PERCENT),
 ])
 def test_predictions_that_are_refused(text, message):
     with pytest.raises(FormatError) as e:
         parse_prediction(text)
-    assert message in str(e.value)
+    assert str(e.value) == message
 
 
 # --- the conversation -------------------------------------------------------------------
@@ -244,6 +254,14 @@ def test_a_repair_is_labelled_and_names_what_it_repairs(seed):
                   "training seed 0, stderr (last lines):\n```\nTraceback\nValueError: bad lr\n```",
                   "Repair attempt 2 of 3", "relative to v0000, the\nnearest working ancestor (neg_mse = 0.5000)"):
         assert words in prompt, words
+
+
+def test_a_repair_of_a_variant_without_a_result_shows_no_tails_but_the_notebook(seed):
+    failed = variant(1, None, status=FAILED, hypothesis="H", error="e")
+    client = ScriptedClient(GOOD)
+    proposer(seed, client).repair(context(seed, failed, [failed], notebook="NOTEBOOK TEXT"), failed, 1, 2)
+    prompt = client.calls[0]["messages"][1]["content"]
+    assert "(last lines)" not in prompt and "# Lab notebook (what this run has tried so far)\nNOTEBOOK TEXT\n" in prompt
 
 
 def test_a_repair_shows_stdout_when_stderr_is_empty_and_only_the_first_failed_seed(seed):
