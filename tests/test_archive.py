@@ -205,14 +205,15 @@ def test_llm_calls_are_counted_without_errors_and_cached_replies_cost_nothing(ar
     archive.add_llm_call(call(prompt_tokens=100, completion_tokens=20, cost=0.5))
     archive.add_llm_call(call(prompt_tokens=1000, completion_tokens=200, cost=9.0, cached=True))
     archive.add_llm_call(call(prompt_tokens=7, completion_tokens=3, cost=0.0, priced=False))
+    archive.add_llm_call(call(prompt_tokens=0, completion_tokens=0, cost=0.0, priced=True))
     archive.add_llm_call(call(prompt_tokens=50, cached=True, priced=False))  # cached: not unpriced either
     archive.add_llm_call(call(iteration=2, prompt_tokens=10, completion_tokens=1, cost=0.25))
     archive.add_llm_call(call(iteration=2, attempt=1, error="HTTP 500", prompt_tokens=5, cost=1.0))
     u = archive.llm_usage()
-    assert (u.calls, u.cached_calls, u.prompt_tokens, u.completion_tokens, u.unpriced_calls) == (5, 2, 117, 24, 1)
+    assert (u.calls, u.cached_calls, u.prompt_tokens, u.completion_tokens, u.unpriced_calls) == (6, 2, 117, 24, 1)
     assert u.cost == pytest.approx(0.75)
     u1 = archive.llm_usage(1)
-    assert (u1.calls, u1.cached_calls, u1.prompt_tokens, u1.completion_tokens, u1.cost) == (4, 2, 107, 23, 0.5)
+    assert (u1.calls, u1.cached_calls, u1.prompt_tokens, u1.completion_tokens, u1.cost) == (5, 2, 107, 23, 0.5)
     assert archive.llm_usage(3).calls == 0 and archive.llm_usage(3).cost == 0.0
 
 
@@ -231,8 +232,8 @@ def test_llm_errors_in_order_and_by_iteration(archive):
     archive.add_llm_call(call(iteration=1, attempt=0, error="429"))
     archive.add_llm_call(call(iteration=1, prompt_tokens=5))
     archive.add_llm_call(call(iteration=2, attempt=1, error="500"))
-    assert [(e["iteration"], e["attempt"], e["error"], e["purpose"]) for e in archive.llm_errors()] == [
-        (1, 0, "429", "propose"), (2, 1, "500", "propose")]
+    assert [(e["at"], e["iteration"], e["attempt"], e["error"], e["purpose"]) for e in archive.llm_errors()] == [
+        (1.0, 1, 0, "429", "propose"), (1.0, 2, 1, "500", "propose")]
     assert [e["error"] for e in archive.llm_errors(2)] == ["500"]
     assert archive.llm_errors(3) == []
 
