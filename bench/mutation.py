@@ -166,6 +166,29 @@ def load_equivalents() -> dict[str, dict[str, str]]:
     return {e["mutant"]: e for e in data.get("equivalent", [])}
 
 
+def add_equivalents(entries: list[tuple[str, str]]) -> None:
+    """Append entries to the equivalents file, with each mutant's change as it is now."""
+    found = results()
+    listed = load_equivalents()
+    with open(EQUIVALENTS, "a") as f:
+        for name, why in entries:
+            if name not in found:
+                sys.exit(f"no mutant {name} in the last run")
+            if name in listed:
+                sys.exit(f"{name} is listed already")
+            change = change_of(diff_of(name, found[name][1]))
+            f.write(f"\n[[equivalent]]\nmutant = {toml_string(name)}\nchange = {toml_string(change)}\n"
+                    f"why = {toml_string(why)}\n")
+            print(f"{name}: {change}")
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    import json
+
+    return json.dumps(text, ensure_ascii=False)
+
+
 def tally(labels: list[str], found: dict[str, tuple[str, str]],
           equivalents: dict[str, dict[str, str]]) -> tuple[dict[str, Tally], list[str]]:
     """Counts per module, and problems with the equivalents list (stale or now killed)."""
@@ -231,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test only the last run's survivors again (after changing tests, not code)")
     p.add_argument("--show", action="store_true", help="print the diff of every survivor not listed")
+    p.add_argument("--equivalent", nargs=2, action="append", metavar=("NAME", "WHY"), default=[],
+                   help="list surviving mutant NAME as equivalent, for the one-line reason WHY (no run)")
     a = p.parse_args(argv)
+    if a.equivalent:
+        add_equivalents(a.equivalent)
+        return 0
 
     if a.ci:
         labels = list(CI_SCOPES)
