@@ -1,10 +1,11 @@
 """The judge's handle on the learner, over a real socket pair and a real learner process."""
 
 import json
+import os
 import re
 import shutil
+import signal
 import time
-import os
 import subprocess
 import sys
 import textwrap
@@ -119,6 +120,22 @@ class Model:
 
     def _secret(self):
         return {"key": "sk-1234"}
+
+    def deep(self, n):  # n distinct frames deep (a recursion's repeated frames print as one line)
+        def level(k):
+            if k == 0:
+                raise RecursionError("too deep at 0")
+            return frames[k - 1](k - 1)
+
+        frames = [lambda k, f=level: f(k) for _ in range(n)]
+        return level(n)
+
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return {}
+
+    def big(self):
+        return {"x": np.zeros(1000)}
 
 
 @pytest.fixture
@@ -369,13 +386,13 @@ def run_main(monkeypatch, socket_dir, tmp_path, evaluate, **kw):
 def test_main_writes_the_metrics_and_an_ok_verdict(monkeypatch, socket_dir, tmp_path, capsys):
     def evaluate(lr):
         lr.send("learn", y=1.0)
-        return {"acc": lr.call("predict", x=np.ones(3)).array("logits").mean(), "calls": 2, "note": "fine"}
+        return {"note": "fine", "calls": 2, "acc": lr.call("predict", x=np.ones(3)).array("logits").mean()}
 
     code, m = run_main(monkeypatch, socket_dir, tmp_path, evaluate)
     assert code == judge.EXIT_OK == 0
     assert m == {"acc": 1.0, "calls": 2, "note": "fine", "harness": {"status": "ok", "reason": ""}}
     out, err = capsys.readouterr()
-    assert out == json.dumps({"acc": 1.0, "calls": 2, "note": "fine"}, indent=1, sort_keys=True) + "\n"
+    assert out == '{\n "acc": 1.0,\n "calls": 2,\n "note": "fine"\n}\n'  # sorted, as the metrics file
     assert re.fullmatch(r"judge: 2 learner calls, \d+\.\d s waiting on the learner\n", err), err
 
 
@@ -624,9 +641,106 @@ def test_the_learner_returns_quietly_when_the_judge_hangs_up_with_a_reply_unread
 def test_the_learner_prints_the_end_of_its_traceback(served, capsys):
     handle, _ = served
     with pytest.raises(LearnerError):
-        handle.call("learn", y=-1.0)
+        handle.call("deep", n=8)
     handle.call("count")  # the error was printed before this reply was sent
     err = capsys.readouterr().err
-    assert err.endswith("ValueError: negative label -1.0\n\n")  # the traceback, then print's newline
-    assert ", in learn\n" in err and 'raise ValueError(f"negative label {y}")' in err
-    assert 1 <= err.count('  File "') <= 5  # the last frames, not the whole stack
+    assert err.endswith("RecursionError: too deep at 0\n\n")  # the traceback, then print's newline
+    assert err.count('  File "') == 5  # the innermost five frames
+    assert "Traceback (most recent call last)" not in err  # cut: the outer frames and the header
+    assert all(not ln or ln.startswith(("  ", "RecursionError")) for ln in err.splitlines()), err
+
+
+def test_a_fresh_handle_has_waited_for_nothing():
+    ours, theirs = socket.socketpair()
+    with judge.Learner(ours) as handle:
+        assert (handle.seq, handle.calls, handle.seconds, handle.pending) == (0, 0, 0.0, [])
+    theirs.close()
+
+
+def test_the_time_spent_waiting_is_summed_over_the_calls(served):
+    handle, _ = served
+    start = time.monotonic()
+    handle.call("nap", seconds=0.2)
+    handle.call("nap", seconds=0.2)
+    elapsed = time.monotonic() - start
+    assert 0.4 <= handle.seconds <= elapsed  # at least the naps, at most the wall time around them
+
+
+def test_an_error_reply_without_a_message(pair_raw=None):
+    raw = Raw(lambda op, seq: message("error", seq, {}))
+    with raw.handle(timeout=30) as handle:
+        with pytest.raises(LearnerError) as e:
+            handle.call("predict")
+    assert str(e.value) == "the learner failed in 'predict': Error: "
+
+
+def test_a_learner_that_resets_the_connection_went_away():
+    # it reads one request and closes with the next one unread: the judge's connection is reset
+    def answer(op, seq):
+        time.sleep(0.3)  # the second request has arrived by now (ordering, not a timing assert)
+        return None
+
+    raw = Raw(answer)
+    with raw.handle(timeout=30) as handle:
+        handle.send("learn", y=1.0)
+        handle.send("learn", y=2.0)
+        with pytest.raises(LearnerError) as e:
+            handle.flush()
+    assert re.fullmatch(r"the learner (went away during 'learn': .*reset.*|exited during 'learn') \(see the "
+                        r"learner's stderr\)", str(e.value)), str(e.value)
+    assert "went away during" in str(e.value)
+
+
+NAPPER = """
+import sys, time
+import numpy as np
+from scientist.harness.learner import serve
+
+class Napper:
+    def nap(self, seconds):
+        time.sleep(seconds)
+        return {}
+    def big(self):
+        return {"x": np.zeros(1000)}
+    def stdin(self):
+        return {"text": sys.stdin.read()}
+
+serve(Napper())
+"""
+
+
+def test_a_standalone_learner_gets_the_timeout_and_the_reply_limit(monkeypatch):
+    learner_env(monkeypatch)
+    with judge.connect([sys.executable, "-c", NAPPER], timeout=60, max_reply_bytes=100) as handle:
+        with pytest.raises(Violation, match="arrays of more than 100 bytes"):
+            handle.call("big")
+    with judge.connect([sys.executable, "-c", NAPPER], timeout=0.5) as handle:
+        with pytest.raises(LearnerTimeout, match="within 0 s"):
+            handle.call("nap", seconds=30)
+
+
+def test_a_standalone_learner_reads_nothing_from_the_judges_stdin(monkeypatch):
+    learner_env(monkeypatch)
+    r, w = os.pipe()
+    os.write(w, b"typed into the judge's terminal")
+    os.close(w)
+    saved = os.dup(0)
+    os.dup2(r, 0)  # the judge's standard input has something to read
+    try:
+        with judge.connect([sys.executable, "-c", NAPPER], timeout=60) as handle:
+            assert handle.call("stdin").text("text") == ""
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(r)
+
+
+STUBBORN = ("import os, signal, socket, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "s = socket.socket(fileno=int(os.environ['SCIENTIST_SOCKET_FD'])); time.sleep(600)")
+
+
+def test_a_learner_that_ignores_the_judge_hanging_up_is_killed(monkeypatch):
+    learner_env(monkeypatch)
+    handle = judge.connect([sys.executable, "-c", STUBBORN], timeout=60)
+    handle.close()  # waits 10 s for it to end, then kills it
+    assert handle.proc.returncode == -signal.SIGKILL
