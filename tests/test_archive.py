@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
 from scientist.archive import SCHEMA, Archive
-from scientist.variant import (DONE, FAILED, PENDING, RUNNING, SEED_CRASH, SEED_OK, Result,
+from scientist.variant import (CLEAN, DONE, FAILED, PENDING, RUNNING, SEED_CRASH, SEED_OK, SUSPICIOUS,
+                               VIOLATED, Result,
                                SeedResult)
 
 
@@ -168,10 +170,6 @@ def test_a_new_variant_is_written_whole_or_not_at_all(tmp_path):
 
 
 # --- everything the archive stores, read back exactly -------------------------------------
-
-import time  # noqa: E402
-
-from scientist.variant import CLEAN, SUSPICIOUS, VIOLATED  # noqa: E402
 
 
 def test_meta_values_are_json(archive):

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
+import threading
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from scientist.evaluator import Evaluator, read_metrics
+import scientist.evaluator as evaluator_mod
+from scientist.errors import SandboxError, ScientistError
+from scientist.evaluator import Evaluator, _free_bytes, _join, read_metrics, read_verdict, tail
+from scientist.harness.judge import EVAL_SEED_ENV, EVAL_SET_ENV, SOCKET_ENV
 from scientist.process_sandbox import ProcessSandbox
+from scientist.redaction import Redactor
 from scientist.sandbox import LocalSandbox
 from scientist.seed import load_seed
-from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT
+from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT, SEED_VIOLATED
 from scientist.workspace import Workspace
 
 
@@ -290,18 +299,6 @@ def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_p
 
 # --- the judge and the learner, the steps' settings, retries, redaction ---------------------
 
-import errno  # noqa: E402
-import shutil  # noqa: E402
-import threading  # noqa: E402
-from pathlib import Path  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import scientist.evaluator as evaluator_mod  # noqa: E402
-from scientist.errors import SandboxError, ScientistError  # noqa: E402
-from scientist.evaluator import _free_bytes, _join, read_verdict, tail  # noqa: E402
-from scientist.harness.judge import EVAL_SEED_ENV, EVAL_SET_ENV, SOCKET_ENV  # noqa: E402
-from scientist.redaction import Redactor  # noqa: E402
-from scientist.variant import SEED_VIOLATED  # noqa: E402
 
 TOYLEARNER = Path(__file__).resolve().parent / "fixtures" / "toylearner"
 

@@ -1,19 +1,27 @@
-"""The judge's handle on the learner, over a real socket pair and a real learner process."""
+"""The judge's handle on the learner: over a real socket pair with a real learner process, and
+in this process, with the learner's server in a thread (the same code, within reach of the
+mutation tests), judge.main's verdicts and the reply checks."""
 
 import json
 import os
 import re
 import shutil
 import signal
-import time
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from scientist.harness import judge
+from scientist.harness import judge, wire
+from scientist.harness import learner as learner_side
+from scientist.harness.judge import LearnerError, LearnerTimeout, Reply, Violation
 
 LEARNER = """
 import sys
@@ -81,16 +89,6 @@ def test_a_failed_sent_request_is_the_learners_failure(tmp_path, fail_at):
 # --- in process: the judge's handle and the learner's server, over a socket pair ----------
 # (the learner serves from a thread here: the same code a learner process runs, reached by
 # the tests in this process)
-
-import socket  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from scientist.harness import learner as learner_side  # noqa: E402
-from scientist.harness import wire  # noqa: E402
-from scientist.harness.judge import LearnerError, LearnerTimeout, Reply, Violation  # noqa: E402
 
 
 class Model:

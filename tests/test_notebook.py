@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scientist.notebook import Notebook, approx_tokens, measured_delta, reference
-from scientist.variant import DONE, FAILED, INVALID, REJECTED, Result, SeedResult, Variant
+from scientist.archive import Archive
+from scientist.notebook import Notebook, approx_tokens, error_tail, measured_delta, reference, shorten
+from scientist.variant import DONE, FAILED, INVALID, REJECTED, RUNNING, Result, SeedResult, Variant
 
 
 def done(vid: int, parent: int | None, fitness: float, predicted: float | None = None,
@@ -74,10 +75,6 @@ def test_lower_is_better_runs():
 
 
 # --- exact texts: each piece of an entry, each verdict, each cut of the budget ----------------
-
-from scientist.archive import Archive  # noqa: E402
-from scientist.notebook import error_tail, shorten  # noqa: E402
-from scientist.variant import RUNNING  # noqa: E402
 
 
 def test_token_estimate_and_shortening():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -146,8 +147,6 @@ def test_make_policy_by_name():
 
 
 # --- exact numbers: FME's buckets and weights, the pools, the tie-breaks ------------------------
-
-import math  # noqa: E402
 
 
 def test_bucket_probabilities_are_the_softmax_of_rank_over_temperature(archive):
