@@ -17,19 +17,20 @@ from scientist.seed import Seed
 from scientist.variant import CLEAN, SEED_VIOLATED, SUSPICIOUS, VIOLATED, Result
 
 
-def label(result: Result, seed: Seed) -> tuple[str, str]:
-    """(label, reason) for a variant's evaluation `result` under `seed`'s thresholds."""
+def label(result: Result, seed: Seed, scale: str | None = None) -> tuple[str, str]:
+    """(label, reason) for a variant's evaluation `result` under `seed`'s thresholds at `scale`."""
     bad = [s for s in result.seeds if s.status == SEED_VIOLATED]
     if bad:
         return VIOLATED, "; ".join(f"seed {s.seed}: {s.reason}" for s in bad)
     if not result.ok or result.mean is None:
         return CLEAN, ""
-    return suspicion(result.mean, result.mean_metrics(), seed)
+    return suspicion(result.mean, result.mean_metrics(), seed, scale)
 
 
-def suspicion(fitness: float, metrics: dict[str, float], seed: Seed) -> tuple[str, str]:
+def suspicion(fitness: float, metrics: dict[str, float], seed: Seed,
+              scale: str | None = None) -> tuple[str, str]:
     """SUSPICIOUS with the reason, or CLEAN, for a fitness and the metrics beside it."""
-    rule, sign = seed.integrity, (1.0 if seed.maximize else -1.0)
+    rule, sign = seed.integrity_at(scale), (1.0 if seed.maximize else -1.0)
     if rule.ceiling is not None and sign * (fitness - rule.ceiling) > 0:
         return SUSPICIOUS, (f"{seed.metric} = {fitness:.4g} is past the seed's ceiling "
                             f"{rule.ceiling:g} ([integrity] in seed.toml)")

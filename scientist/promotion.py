@@ -206,8 +206,8 @@ class Promotion:
         """What each evaluated variant is called: raw, confirming, confirmed, not confirmed."""
         out = {v.id: RAW for v in self.archive.all() if v.fitness is not None}
         base = self.baseline()
-        if base is not None and base.id in out:
-            out[base.id] = CONFIRMED
+        if base is not None and base.id in out and _eligible(base):
+            out[base.id] = CONFIRMED  # a suspicious or violated baseline stays raw
         for c in self.comparisons():
             out[c.challenger_id] = (CONFIRMED if c.decision == PROMOTED else
                                     UNCONFIRMED if c.decided else CONFIRMING)
@@ -382,6 +382,9 @@ class Promotion:
         best, base = self.best(), self.baseline()
         if base is not None and base.status in (PENDING, RUNNING):
             return "No claim yet: the baseline has not been evaluated."
+        if base is not None and base.fitness is not None and not _eligible(base):
+            return (f"No claim: the baseline itself was labelled {base.integrity} "
+                    f"(see `scientist show RUN 0`), so nothing can be compared with it.")
         if best is None or base is None:
             return "No claim: the baseline was not evaluated successfully."
         cs = self.comparisons()

@@ -427,7 +427,7 @@ class Run:
         if v.parent_id is None and seeds is None:  # the baseline, evaluated again on resume
             seeds = range(self._noise_seeds())
         result = self._run_seeds(v, seeds)
-        integrity = label_integrity(result, self.seed)
+        integrity = label_integrity(result, self.seed, self.config.scale)
         self.archive.record_result(v.id, result, DONE if result.ok else FAILED, integrity)
         self.archive.set_meta("elapsed_seconds", self.progress.elapsed)
         fit = Fitness(result.mean, self.seed.maximize)

@@ -49,6 +49,9 @@ class Scale:
     noise_seeds: int = 4
     """Training seeds of the baseline at the start of a run: its spread between them is the
     run's noise floor (default: max(4, 2 x training_seeds); at least training_seeds)."""
+    integrity: "Integrity | None" = None
+    """`[scales.NAME.integrity]`: this scale's own thresholds, each field falling back to the
+    seed's `[integrity]` (a gap calibrated on smoke's 32 lanes is noise on test's 2)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,11 @@ class Seed:
                 f"{self.name}: no scale {name!r} in {MANIFEST}; it has: {', '.join(self.scales)}"
             )
         return self.scales[name]
+
+    def integrity_at(self, scale: str | None) -> Integrity:
+        """The integrity thresholds at `scale`: its own `[scales.NAME.integrity]` over the seed's."""
+        own = self.scales[scale].integrity if scale in self.scales else None
+        return own if own is not None else self.integrity
 
     def files(self) -> list[str]:
         """Every file of the seed, relative to its folder (caches and VCS folders skipped)."""
@@ -170,7 +178,8 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Seed:
     scales_raw = get.table("scales")
     if not scales_raw:
         raise SeedError(f"{where}: field 'scales' must define at least one scale (test, smoke, full)")
-    scales = {n: _scale(n, get) for n in scales_raw}
+    integrity = _integrity(get)
+    scales = {n: _scale(n, get, integrity) for n in scales_raw}
     env = get.table("data.evaluate_env", required=False)
     for k, v in env.items():
         if not isinstance(v, str):
@@ -183,24 +192,29 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Seed:
         editable=editable, protected=protected, train_command=train, evaluate_command=evaluate,
         metric=get.str("fitness.metric"), maximize=direction == "max", scales=scales,
         mutables=mutables, evaluate_env=dict(env), learner_command=learner,
-        integrity=_integrity(get),
+        integrity=integrity,
     )
 
 
-def _integrity(get: _Getter) -> Integrity:
-    get.table("integrity", required=False)
-    ceiling = get.number("integrity.ceiling", required=False, default=math.nan)
-    gap = get.number("integrity.max_gap", required=False, default=math.nan)
-    holdout = get.str("integrity.holdout", required=False)
+def _integrity(get: _Getter, key: str = "integrity", base: Integrity | None = None) -> Integrity:
+    """`[integrity]`, or a scale's `[scales.NAME.integrity]` whose missing fields are `base`'s."""
+    get.table(key, required=False)
+    base = base or Integrity()
+    nan = math.nan
+    ceiling = get.number(f"{key}.ceiling", required=False,
+                         default=nan if base.ceiling is None else base.ceiling)
+    gap = get.number(f"{key}.max_gap", required=False,
+                     default=nan if base.max_gap is None else base.max_gap)
+    holdout = get.str(f"{key}.holdout", required=False) or base.holdout
     if holdout and math.isnan(gap):
-        raise SeedError(f"{get.where}: field 'integrity.holdout' needs 'integrity.max_gap'")
+        raise SeedError(f"{get.where}: field '{key}.holdout' needs '{key}.max_gap'")
     if not math.isnan(gap) and gap < 0:
-        raise SeedError(f"{get.where}: field 'integrity.max_gap' must be at least 0, not {gap}")
+        raise SeedError(f"{get.where}: field '{key}.max_gap' must be at least 0, not {gap}")
     return Integrity(None if math.isnan(ceiling) else float(ceiling), holdout,
                      None if math.isnan(gap) else float(gap))
 
 
-def _scale(name: str, get: _Getter) -> Scale:
+def _scale(name: str, get: _Getter, integrity: Integrity) -> Scale:
     key = f"scales.{name}"
     timeout = get.number(f"{key}.timeout")
     memory = get.number(f"{key}.memory_mb")
@@ -213,8 +227,11 @@ def _scale(name: str, get: _Getter) -> Scale:
                      ("time_budget", budget, 1), ("noise_seeds", noise, max(2, seeds))):
         if v < lo:
             raise SeedError(f"{get.where}: field '{key}.{f}' must be at least {lo}, not {v}")
+    own = None
+    if isinstance(get.table(key).get("integrity"), dict):
+        own = _integrity(get, f"{key}.integrity", integrity)
     return Scale(name, float(timeout), int(memory), int(seeds), int(iterations),
-                 None if budget == math.inf else float(budget), int(noise))
+                 None if budget == math.inf else float(budget), int(noise), own)
 
 
 def _mutable(i: int, m: Any, where: str, editable: tuple[str, ...]) -> Mutable:

@@ -21,6 +21,7 @@ import pytest
 from conftest import ToySeed, make_console
 from inline import InlineSandbox
 from scientist.config import RunConfig
+from scientist.errors import SandboxError
 from scientist.evaluator import Evaluator
 from scientist.promotion import PROMOTED, Promotion
 from scientist.run import Run
@@ -162,6 +163,35 @@ def test_a_confirmation_interrupted_midway_resumes_on_the_same_seeds(noisy, runs
     c = again.promotion.comparisons()[0]
     assert c.id == open_one.id and c.seeds[:4] == [4, 5, 6, 7] and c.decision == PROMOTED
     assert again.promotion.best().id == 1
+    again.close()
+
+
+def test_a_sandbox_failing_during_a_confirmation_stops_the_run_without_deciding_it(noisy, runs_dir):
+    """A broken sandbox is not the challenger's failure: the confirmation stays open (not
+    'not confirmed'), nothing is archived as failed, and resume finishes it."""
+    noisy.only_mutable(BOOST_ONLY)
+    calls = {"n": 0}
+
+    class Breaking(InlineSandbox):
+        def run(self, step, cancel=None):  # broken from the second batch of the confirmation on
+            calls["n"] += 1
+            if calls["n"] > 2 * (4 + 2) + 2 * 2 * 2:  # baseline, v0001, first batch
+                raise SandboxError("bubblewrap could not set up the train step's sandbox: injected")
+            return super().run(step, cancel)
+
+    run = new_run(noisy, runs_dir, 0, sandbox=Breaking(), iterations=1)
+    run.infra_wait = 0.01
+    assert run.execute() == 1
+    open_one = run.promotion.in_progress()
+    assert open_one is not None and open_one.seeds == [4, 5] and not open_one.decided
+    assert [v.status for v in run.archive.all()] == ["done", "done"]
+    run.close()
+
+    again = Run.open(runs_dir / "r0", make_console()[0])
+    again.sandbox = InlineSandbox()
+    assert again.execute() == 0
+    c = again.promotion.comparisons()[0]
+    assert c.id == open_one.id and c.seeds[:4] == [4, 5, 6, 7] and c.decided
     again.close()
 
 

@@ -65,6 +65,35 @@ def test_a_minimised_fitness_is_suspicious_below_its_ceiling(toylearner):
     assert label(result(0.05, metrics={"holdout_neg_mse": 1.6}), seed)[0] == SUSPICIOUS
 
 
+def test_a_scale_may_set_its_own_thresholds_over_the_seeds():
+    """A gap calibrated on many lanes is noise on a tiny scale: `[scales.NAME.integrity]`
+    overrides the fields it names there, and the others (and other scales) keep the seed's."""
+    import tomllib
+
+    raw = tomllib.loads((TOYLEARNER / "seed.toml").read_text())
+    raw["scales"]["tiny"] = dict(raw["scales"]["test"], integrity={"max_gap": 50.0})
+    seed = parse_manifest(raw, TOYLEARNER)
+    wide = result(-0.1, metrics={"holdout_neg_mse": -1.9})
+    assert label(wide, seed, "tiny") == (CLEAN, "")
+    assert label(wide, seed, "test")[0] == SUSPICIOUS
+    assert label(wide, seed)[0] == SUSPICIOUS
+    # the ceiling is not overridden there: still the seed's
+    assert label(result(0.0, metrics={"holdout_neg_mse": 0.0}), seed, "tiny")[0] == SUSPICIOUS
+    raw["scales"]["tiny"]["integrity"] = {"max_gap": -2}
+    with pytest.raises(SeedError, match="scales.tiny.integrity.max_gap"):
+        parse_manifest(raw, TOYLEARNER)
+
+
+def test_the_gla_seed_does_not_call_its_own_baseline_suspicious_at_test_scale():
+    """CI saw gla's unmodified seed at test scale (2 lanes of 64 steps) beat its held-out lanes
+    by 8.5 and stop the run; smoke keeps the calibrated gap."""
+    seed = load_seed("gla")
+    noisy = {"icl_gain": -0.61, "holdout_icl_gain": -9.11}
+    assert seed.integrity_at("test").max_gap > 36
+    assert label(Result([SeedResult(0, SEED_OK, metrics=noisy)], "icl_gain"), seed, "test")[0] == CLEAN
+    assert label(Result([SeedResult(0, SEED_OK, metrics=noisy)], "icl_gain"), seed, "smoke")[0] == SUSPICIOUS
+
+
 @pytest.mark.parametrize("table, error", [
     ('[integrity]\nholdout = "h"\n', "needs 'integrity.max_gap'"),
     ("[integrity]\nmax_gap = -1\n", "at least 0"),

@@ -168,6 +168,17 @@ def test_a_failed_baseline_leaves_nothing_to_claim(archive):
     assert p.claim("m") == "No claim yet: the baseline has not been evaluated."
 
 
+def test_a_suspicious_baseline_is_not_called_confirmed_and_the_claim_says_why(archive):
+    """CI saw gla's baseline labelled suspicious at test scale: the table called it `confirmed`
+    and the claim said it was not evaluated successfully; neither was true."""
+    add(archive, None, {0: 1.0, 1: 1.2})
+    p = Promotion(archive, DESIGN)
+    assert p.labels()[0] == CONFIRMED
+    archive.update(0, integrity="suspicious")
+    assert p.best() is None and p.labels()[0] == RAW
+    assert p.claim("m").startswith("No claim: the baseline itself was labelled suspicious")
+
+
 def test_the_design_is_read_back_from_the_archive(archive):
     archive.set_meta("promotion", {"alpha": 0.01, "max_seeds": 6, "batch": 3, "future": 1})
     d = Promotion.of(archive).design
