@@ -5,6 +5,7 @@ Each model quirk the parser or applier tolerates has one regression case named a
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 
@@ -667,6 +668,21 @@ def test_the_window_sharing_most_lines_wins_among_many_anchored_ones():
     search = "\n".join(SEARCH3) + "\n"
     assert closest("\n".join(lines) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
 
+
+
+def test_the_exact_similarity_is_computed_for_twenty_windows_at_most(monkeypatch):
+    # difflib's exact ratio is quadratic: on a long file it is computed only for the 10 windows
+    # with the best cheap bound and the 10 sharing the most lines with SEARCH (and once more
+    # for the winner), not for every window; here 60 windows share a line with SEARCH
+    calls = []
+    ratio = difflib.SequenceMatcher.ratio
+    monkeypatch.setattr(difflib.SequenceMatcher, "ratio", lambda self: calls.append(1) or ratio(self))
+    lines = []
+    for d in decoys(60, seed=3):
+        lines += ["alpha = 1", d]
+    search = "\n".join(SEARCH3) + "\n"
+    assert closest("\n".join(lines + REAL) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
+    assert 0 < len(calls) <= 2 * 10 + 1
 
 # --- indentation shifts at their edges ------------------------------------------------------
 
