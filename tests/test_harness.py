@@ -648,6 +648,35 @@ def test_the_learner_prints_the_end_of_its_traceback(served, capsys):
     assert all(not ln or ln.startswith(("  ", "RecursionError")) for ln in err.splitlines()), err
 
 
+
+class Failing:
+    def fail(self, n):
+        raise ValueError("x" * n)
+
+
+@pytest.mark.parametrize("n", [3, 5000])
+def test_an_error_reply_carries_the_message_and_the_end_of_the_traceback(monkeypatch, n):
+    # the learner's message to the judge when a method raises, as it is on the wire: the
+    # exception's type, its message cut to 2000 characters, the traceback cut to its last 4000
+    ours, theirs = socket.socketpair()
+    monkeypatch.delenv(learner_side.SOCKET_ENV, raising=False)
+    monkeypatch.setenv(learner_side.SOCKET_FD_ENV, str(theirs.detach()))
+    t = threading.Thread(target=learner_side.serve, args=(Failing(),), daemon=True)
+    t.start()
+    with ours:
+        wire.send(ours, "fail", 7, {"n": n})
+        op, seq, reply = wire.recv(ours, 1 << 20)
+    t.join(30)
+    assert (op, seq, sorted(reply), reply["type"]) == ("error", 7, ["message", "traceback", "type"], "ValueError")
+    assert reply["message"] == "x" * min(n, 2000)
+    tb = reply["traceback"]
+    if n == 3:
+        # a shallow stack: the whole traceback, its header to the learner's method
+        assert tb.startswith("Traceback (most recent call last):\n") and ", in fail\n" in tb, tb
+        assert tb.endswith('raise ValueError("x" * n)\nValueError: xxx\n'), tb
+    else:
+        assert tb == "x" * 3999 + "\n"
+
 def test_a_fresh_handle_has_waited_for_nothing():
     ours, theirs = socket.socketpair()
     with judge.Learner(ours) as handle:
