@@ -6,8 +6,11 @@ Each model quirk the parser or applier tolerates has one regression case named a
 from __future__ import annotations
 
 import difflib
+import os
 import random
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -718,6 +721,16 @@ def test_write_files_makes_folders_and_keeps_line_endings_and_letters(tmp_path) 
     assert (tmp_path / "deep" / "er" / "x.py").read_bytes() == b"a\r\nb\r\n"
     assert (tmp_path / "u.txt").read_bytes() == "naïve – ü\n".encode()
 
+
+
+def test_write_files_writes_utf8_whatever_the_locale(tmp_path) -> None:
+    # a machine whose locale is plain C, without Python's UTF-8 coercion: the files are still
+    # UTF-8, as the model wrote them and as the seed's Python reads them
+    code = "import sys; from scientist.edits import write_files; write_files(sys.argv[1], {'a.py': 'x = \\u00e9\\n'})"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.py").read_bytes() == "x = \u00e9\n".encode()
 
 def test_write_files_says_why_it_refuses(tmp_path) -> None:
     with pytest.raises(EditError) as e:
