@@ -10,6 +10,7 @@ mutants the tests kill.
     pip install -e '.[test,mutation]'
     python bench/mutation.py [--max-children 2]     # every module in SCOPES, from scratch
     python bench/mutation.py --modules edits,wire   # some of them
+    python bench/mutation.py --keep --modules archive   # more modules, keeping the last run's record
     python bench/mutation.py --rerun-survivors      # after changing tests only: test the survivors again
     python bench/mutation.py --report [--show]      # the table of the last run; --show: survivors' diffs
     python bench/mutation.py --ci                   # CI's subset; exit 1 on a survivor not listed
@@ -29,10 +30,12 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +46,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
-MUTANTS = ROOT / "mutants"
+WORK = ROOT  # where mutmut runs: the checkout, or (--ci) a scratch copy of it
 EQUIVALENTS = ROOT / "bench" / "mutation_equivalents.toml"
 TARGET = 0.85  # issue 19: at least this share of the core's mutants killed
 
@@ -74,8 +77,10 @@ SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "harness: judge": ("scientist/harness/judge.py", ("scientist.harness.judge.*",)),
     "harness: learner": ("scientist/harness/learner.py", ("scientist.harness.learner.*",)),
 }
-# CI runs these: pure text-in, text-out modules whose tests take seconds
+# CI runs these, with only these tests, in a scratch copy of the checkout: pure text-in,
+# text-out modules whose tests take seconds (the whole list takes hours)
 CI_SCOPES = ("editblocks", "redaction", "selection")
+CI_TESTS = ("tests/test_edits.py", "tests/test_redaction.py", "tests/test_selection.py")
 
 DETECTED = ("killed", "timeout", "segfault")  # segfault: mutmut's name for a SIGKILL (wall-clock limit)
 
@@ -104,20 +109,50 @@ def mutmut_command() -> list[str]:
     return [exe]
 
 
-def run_mutmut(names: list[str], max_children: int, log: Path) -> float:
-    """`mutmut run NAMES` in the checkout; returns its wall time in seconds."""
-    (MUTANTS / "mutmut-stats.json").unlink(missing_ok=True)  # which tests reach what: measured afresh
-    env = {**os.environ, "PYTHONPATH": str(MUTANTS)}
+def mutants() -> Path:
+    return WORK / "mutants"
+
+
+def run_mutmut(names: list[str], max_children: int, log: Path, keep: bool = False) -> float:
+    """`mutmut run NAMES` in WORK; returns its wall time in seconds."""
+    if not keep:
+        (mutants() / "mutmut-stats.json").unlink(missing_ok=True)  # which tests reach what: measured afresh
+    env = {**os.environ, "PYTHONPATH": str(mutants())}
     env.pop("MUTANT_UNDER_TEST", None)
     cmd = [*mutmut_command(), "run", "--max-children", str(max_children), *names]
     start = time.monotonic()
     with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, cwd=WORK, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
     seconds = time.monotonic() - start
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
         sys.exit(f"mutmut failed (exit status {rc}); the end of {log}:\n{tail}")
     return seconds
+
+
+def scratch_copy(labels: list[str]) -> Path:
+    """A copy of the checkout's files (as they are now) whose [tool.mutmut] mutates only the
+    files of `labels` and runs only CI_TESTS."""
+    dst = Path(tempfile.mkdtemp(prefix="scientist-mutation-"))
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    files = [f for f in listed.stdout.decode().split("\0") if f] if listed.returncode == 0 else None
+    if files is None:  # not a git checkout: everything but what runs leave behind
+        shutil.copytree(ROOT, dst, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("mutants", "runs", ".git", "__pycache__"))
+    else:
+        for f in files:
+            if (ROOT / f).is_file():
+                (dst / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, dst / f)
+    text = (dst / "pyproject.toml").read_text()
+    config = tomllib.loads(text)["tool"]["mutmut"]
+    config["only_mutate"] = sorted({SCOPES[label][0] for label in labels})
+    config["pytest_add_cli_args_test_selection"] = list(CI_TESTS)
+    start = text.index("[tool.mutmut]")
+    end = text.find("\n[", start + 1)
+    section = "[tool.mutmut]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
+    (dst / "pyproject.toml").write_text(text[:start] + section + (text[end:] if end != -1 else ""))
+    return dst
 
 
 def results() -> dict[str, tuple[str, str]]:
@@ -128,7 +163,7 @@ def results() -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     paths = {path for path, _ in SCOPES.values()}
     cwd = os.getcwd()
-    os.chdir(ROOT)
+    os.chdir(WORK)
     try:
         for path in sorted(paths):
             m = SourceFileMutationData(path=path)
@@ -148,7 +183,7 @@ def diff_of(name: str, path: str) -> str:
     from mutmut.mutation.diff_apply import get_diff_for_mutant
 
     cwd = os.getcwd()
-    os.chdir(ROOT)
+    os.chdir(WORK)
     try:
         return get_diff_for_mutant(name, path=path)
     finally:
@@ -184,8 +219,6 @@ def add_equivalents(entries: list[tuple[str, str]]) -> None:
 
 def toml_string(text: str) -> str:
     """A TOML basic string (JSON's escapes are TOML's)."""
-    import json
-
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -251,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-children", type=int, default=os.cpu_count() or 1,
                    help="mutants tested at once (default: one per CPU core)")
     p.add_argument("--report", action="store_true", help="no run: the table of the last run")
+    p.add_argument("--keep", action="store_true",
+                   help="keep mutants/ and its record: test the named modules and add them to the last run's "
+                   "(to measure module by module; the code must not have changed in between)")
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test only the last run's survivors again (after changing tests, not code)")
     p.add_argument("--show", action="store_true", help="print the diff of every survivor not listed")
@@ -268,8 +304,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in labels if x not in SCOPES]
     if unknown:
         p.error(f"unknown module(s) {unknown}; known: {', '.join(SCOPES)}")
+    if a.ci and not a.report:
+        global WORK
+        WORK = scratch_copy(labels)
+    try:
+        return measure(a, labels)
+    finally:
+        if WORK != ROOT:
+            shutil.rmtree(WORK, ignore_errors=True)
+
+
+def measure(a: argparse.Namespace, labels: list[str]) -> int:
     equivalents = load_equivalents()
-    log = MUTANTS / "mutmut.log"
+    log = mutants() / "mutmut.log"
     seconds = None
     if not a.report:
         if a.rerun_survivors:
@@ -278,14 +325,15 @@ def main(argv: list[str] | None = None) -> int:
             if not names:
                 print("no survivors to test again")
         else:
-            shutil.rmtree(MUTANTS, ignore_errors=True)  # from scratch: mutants of the code as it is
+            if not a.keep:
+                shutil.rmtree(mutants(), ignore_errors=True)  # from scratch: mutants of the code as it is
             names = [g for label in labels for g in SCOPES[label][1]]
         # made before mutmut's Python starts: an absent PYTHONPATH entry is never looked at again
-        MUTANTS.mkdir(exist_ok=True)
+        mutants().mkdir(exist_ok=True)
         if names:
             print(f"mutmut: {len(names)} mutant name(s)/pattern(s), {a.max_children} at a time; log in {log}",
                   flush=True)
-            seconds = run_mutmut(names, a.max_children, log)
+            seconds = run_mutmut(names, a.max_children, log, keep=a.keep or a.rerun_survivors)
     tallies, problems = tally(labels, results(), equivalents)
     print_table(tallies)
     if seconds is not None:
@@ -293,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     for msg in problems:
         print(f"equivalents list: {msg}")
     missed = [(n, SCOPES[label][0]) for label, t in tallies.items() for n in t.missed]
-    if a.show:
+    if a.show or (a.ci and missed):  # --ci: the scratch copy goes away, so the diffs are shown now
         for name, path in missed:
             print(f"\n# {name}\n{diff_of(name, path)}")
     elif missed:
@@ -303,7 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     if a.ci and (missed or problems):
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
