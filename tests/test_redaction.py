@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 from dataclasses import dataclass, field
 
 import pytest
@@ -138,3 +139,50 @@ def test_redact_uses_the_environment_and_extras(env):
     env.setenv("LAB_DB_PASSWORD", "hunter22")
     assert redact("a hunter22 b extra-99 c", ("extra-99",)) == f"a {MARK} b {MARK} c"
     assert redact("short extra") == "short extra"
+
+
+def test_secret_values_are_longest_first_not_in_alphabetical_order(env):
+    # an extra of exactly MIN_LENGTH characters is a secret; the longest comes first even
+    # where the alphabet would put it last
+    assert secret_values(["zzzzzz", "a-longer-secret", "yyyyyyy"]) == ["a-longer-secret", "yyyyyyy", "zzzzzz"]
+
+
+def test_a_secret_with_an_undecodable_byte_does_not_break_bytes():
+    # os.environ gives a byte that is not UTF-8 as a lone surrogate; bytes() must not raise on it
+    r = Redactor(("tok\udc80en-12",))
+    assert r.bytes(b"plain log line\n") == b"plain log line\n"
+    assert r.bytes("a tok\udc80en-12 b".encode("utf-8", "surrogatepass")) == f"a {MARK} b".encode()
+
+
+@pytest.mark.parametrize("where", [0, 3, 9])
+def test_a_secret_longer_than_a_chunk_is_found_and_replaced(tmp_path, monkeypatch, where):
+    # chunks of 4 bytes, a secret of 14: it spans four chunks, from the file's first byte on
+    monkeypatch.setattr(redaction, "CHUNK", 4)
+    secret = "XXXX-XXXX-4242"
+    p = tmp_path / "log"
+    p.write_bytes(b"a" * where + secret.encode() + b" tail\n")
+    assert Redactor((secret,)).file(p) is True
+    assert p.read_bytes() == b"a" * where + MARK.encode() + b" tail\n"
+
+
+def test_the_end_of_a_secret_alone_is_not_a_secret(tmp_path, monkeypatch):
+    monkeypatch.setattr(redaction, "CHUNK", 4)
+    p = tmp_path / "log"
+    p.write_bytes(b"-XXXX-4242 and the rest\n")  # the secret without its first four bytes
+    assert Redactor(("XXXX-XXXX-4242",)).file(p) is False
+    assert p.read_bytes() == b"-XXXX-4242 and the rest\n"
+
+
+def test_a_large_file_is_read_and_rewritten_in_chunks_not_whole(tmp_path):
+    # a 24 MiB log with a secret at its end: both the search and the rewrite hold a chunk or
+    # two (1 MiB each) in memory at a time, never the whole file
+    p = tmp_path / "huge.log"
+    p.write_bytes(b"a" * (24 * CHUNK) + b" secret-at-the-end\n")
+    tracemalloc.start()
+    try:
+        assert Redactor(("secret-at-the-end",)).file(p) is True
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * CHUNK, peak
+    assert p.stat().st_size == 24 * CHUNK + len(f" {MARK}\n")
