@@ -186,6 +186,9 @@ EXACT_FORMAT_ERRORS = [
                  id="no_filename_and_a_last_line_that_looks_like_one"),
     pytest.param(f"{BODY}```python train.py\n",
                  f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER, id="a_trailing_fence_names_no_block"),
+    pytest.param(f"{BODY}```python train.py",  # the reply's very last line, right above line 1 if read backwards
+                 f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER,
+                 id="a_trailing_fence_without_a_newline_names_no_block"),
     pytest.param(f"train.py\n\n\n\n\n\n{BODY}", f"Block 1 (reply line 7) {NO_PATH} (found '' there).\n\n"
                  + FORMAT_REMINDER, id="five_blank_lines_after_filename"),
     pytest.param(f"<train.py>\n{BODY}", f"Block 1 (reply line 2) {NO_PATH} (found '<train.py>' there).\n\n"
