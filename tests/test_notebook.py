@@ -298,3 +298,34 @@ def test_from_archive_takes_the_rejection_reasons_and_the_direction(tmp_path):
         assert [x.id for x in b.variants] == [0, 1]
     finally:
         a.close()
+
+
+def test_long_texts_are_cut_at_400_and_200_characters():
+    b = book([done(0, None, 0.5), done(1, 0, 0.5, hypothesis="x" * 500),
+              Variant(2, 0, 2, INVALID, error="e" * 300 + "\nsecond line")])
+    assert b.full_entry(b.variants[1]).split("\n")[0] == "v0001 (from v0000): " + "x" * 399 + "…"
+    assert b.outcome(b.variants[2]) == "no usable proposal: " + "e" * 199 + "…"
+
+
+def test_the_error_tail_keeps_indentation_and_drops_trailing_spaces():
+    r = Result([SeedResult(0, "crash", stderr_tail="  File train.py\nValueError: x   \n")], "acc")
+    assert error_tail(Variant(1, 0, 1, FAILED, result=r)) == "  File train.py\nValueError: x"
+
+
+def test_a_finished_variant_shows_no_error_tail():
+    # one of its seeds crashed with output, but the variant finished: no error tail in its entry
+    r = Result([SeedResult(0, "crash", stderr_tail="boom"), SeedResult(1, "ok", metrics={"acc": 0.6})], "acc")
+    v = Variant(1, 0, 1, DONE, hypothesis="h", fitness=0.6, fitness_stderr=0.0, fitness_n=1, result=r)
+    b = book([done(0, None, 0.5), v])
+    assert "error tail" not in b.full_entry(v) and "boom" not in b.full_entry(v)
+
+
+def test_the_best_line_without_any_baseline_in_the_list():
+    assert book([done(1, 0, 0.7)]).best_line() == "Best so far: v0001, acc = 0.7000."
+
+
+def test_the_oldest_entry_is_on_one_line_when_it_fits_and_tallied_alone_when_not():
+    vs = [done(0, None, 0.5)] + [done(i, i - 1, 0.5, hypothesis="w" * 150) for i in (1, 2)]
+    cuts = {cut(vs, tokens) for tokens in range(40, 400)}
+    assert (1, 2, 0) in cuts  # the newest in full, both older ones on one line, nothing tallied
+    assert (1, 1, 1) in cuts  # the baseline alone in the tally
