@@ -763,3 +763,36 @@ def test_the_report_lists_the_blocks_that_applied():
     assert report.endswith("\n\nBlock 1 (train.py) applied fine.\nBlock 2 (model.py) applied fine.\n"
                            "Those were not written either, because a proposal applies as a whole: send them "
                            "again unchanged together with the fixed blocks.")
+
+
+# --- frozen regions: duplicates, what follows them, the whole message -----------------------
+
+FROZEN = "# scientist: frozen-begin scoring\nscore = 1\n# scientist: frozen-end\n"
+
+
+def frozen_edit(text: str, search: str, replace: str) -> dict[str, str]:
+    return apply_edits({"a.py": text}, [Edit("a.py", search, replace)], editable=["*.py"], protected=[])
+
+
+def test_two_identical_frozen_regions_must_both_stay():
+    text = FROZEN + "x = 1\n" + FROZEN
+    with pytest.raises(EditError) as caught:
+        frozen_edit(text, "x = 1\n" + FROZEN, "x = 2\n")
+    assert str(caught.value) == (
+        "1 of 1 SEARCH/REPLACE blocks failed, so no file was changed.\n\n"
+        "Block 1 (a.py) failed: it changes or removes the frozen region that starts at line 5 "
+        "(`# scientist: frozen-begin scoring`). Lines from `# scientist: frozen-begin` to "
+        "`# scientist: frozen-end` must stay exactly as they are; edit only outside them.\n\n"
+        "Fix the failed blocks and send them again.")
+
+
+def test_lines_after_a_closed_frozen_region_are_editable():
+    assert frozen_edit(FROZEN + "x = 1\n", "x = 1\n", "x = 2\n") == {"a.py": FROZEN + "x = 2\n"}
+
+
+def test_a_diff_of_several_files_is_their_diffs_in_order():
+    old = {"a.py": "1\n", "b.py": "2\n", "c.py": "3\n"}
+    new = {"a.py": "1\n", "b.py": "2b\n", "c.py": "3c\n"}
+    assert unified_diff(old, new) == (unified_diff({"b.py": "2\n"}, {"b.py": "2b\n"})
+                                      + unified_diff({"c.py": "3\n"}, {"c.py": "3c\n"}))
+    assert unified_diff(old, new).count("diff --git") == 2
