@@ -671,9 +671,9 @@ def test_an_error_reply_carries_the_message_and_the_end_of_the_traceback(monkeyp
     assert reply["message"] == "x" * min(n, 2000)
     tb = reply["traceback"]
     if n == 3:
-        # a shallow stack: the whole traceback, its header to the learner's method
-        assert tb.startswith("Traceback (most recent call last):\n") and ", in fail\n" in tb, tb
-        assert tb.endswith('raise ValueError("x" * n)\nValueError: xxx\n'), tb
+        # its innermost frames, down to the learner's method (how many frames are above depends
+        # on who calls serve: mutmut's trampoline adds some)
+        assert ", in fail\n" in tb and tb.endswith('raise ValueError("x" * n)\nValueError: xxx\n'), tb
     else:
         assert tb == "x" * 3999 + "\n"
 
