@@ -7,6 +7,7 @@ their own copy in tmp_path, never the fixture, and write runs only under tmp_pat
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import re
@@ -23,6 +24,19 @@ from scientist.config import RunConfig
 from scientist.run import Run
 
 TOY = Path(__file__).resolve().parent / "fixtures" / "toyseed"
+STRICT = os.environ.get("SCIENTIST_STRICT") == "1"  # CI: what a test needs is installed
+
+
+def need_module(name: str):
+    """`pytest.importorskip(name)` that fails instead under SCIENTIST_STRICT=1, where CI has
+    installed everything: a module that cannot be imported there is a broken install, not a
+    reason to skip. Works at module level (a collection error) and inside a test."""
+    if not STRICT:
+        return pytest.importorskip(name)
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        pytest.fail(f"SCIENTIST_STRICT=1 but {name} cannot be imported: {e}", pytrace=False)
 
 
 class ToySeed:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+
 import pytest
 
-from scientist.archive import Archive
-from scientist.variant import (DONE, FAILED, PENDING, RUNNING, SEED_CRASH, SEED_OK, Result,
+from scientist.archive import SCHEMA, Archive
+from scientist.variant import (CLEAN, DONE, FAILED, PENDING, RUNNING, SEED_CRASH, SEED_OK, SUSPICIOUS,
+                               VIOLATED, Result,
                                SeedResult)
 
 
@@ -128,16 +132,192 @@ def test_touch_makes_a_variant_the_most_recently_used(archive):
     assert used[ids[0]] > used[ids[2]]
 
 
-def test_a_new_variant_is_written_whole_or_not_at_all(archive, monkeypatch):
-    # a variant is inserted with its commit in one transaction: a kill in between must not
-    # leave a running row without a commit, which resume could not evaluate
+class DiesAt:
+    """The archive's SQLite connection, in a process that is interrupted (Ctrl-C) just as it
+    is about to run the first statement that starts with `prefix`."""
+
+    def __init__(self, db: sqlite3.Connection, prefix: str):
+        self.db, self.prefix = db, prefix
+
+    def execute(self, sql: str, *args):
+        if sql.lstrip().upper().startswith(self.prefix):
+            raise KeyboardInterrupt
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+
+def test_a_new_variant_is_written_whole_or_not_at_all(tmp_path):
+    # a variant is inserted with its commit in one transaction: a kill between the insert and
+    # the fields must not leave a running row without a commit, which resume could not evaluate
+    path = tmp_path / "archive.sqlite"
+    a = Archive(path)
     with pytest.raises(KeyError, match="no variant field 'nonsense'"):
-        archive.new_variant(None, 0, status=RUNNING, commit="abc", nonsense=1)
-    assert archive.count() == 0
+        a.new_variant(None, 0, status=RUNNING, commit="abc", nonsense=1)
+    assert a.count() == 0
+    a.db = DiesAt(a.db, "UPDATE")  # the insert went through; the process dies before the fields
+    with pytest.raises(KeyboardInterrupt):
+        a.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
+    a.close()
+    b = Archive(path)  # what resume would find
+    try:
+        assert b.count() == 0 and b.in_flight() == []
+        v = b.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
+        assert (v.id, b.get(v.id).commit, b.get(v.id).hypothesis) == (0, "abc", "h")
+    finally:
+        b.close()
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(archive, "update", killed)  # the process dies after the insert
-    v = archive.new_variant(None, 0, status=RUNNING, commit="abc", hypothesis="h")
-    assert (archive.get(v.id).commit, archive.get(v.id).hypothesis) == ("abc", "h")
+# --- everything the archive stores, read back exactly -------------------------------------
+
+
+def test_meta_values_are_json(archive):
+    for key, value in (("n", 3), ("f", 0.25), ("s", "text"), ("d", {"a": [1, 2]}), ("none", None), ("b", False)):
+        archive.set_meta(key, value)
+        assert archive.get_meta(key, "default") == value
+    archive.set_meta("n", 4)  # replaced, not added
+    assert archive.get_meta("n") == 4
+    assert archive.get_meta("absent") is None
+
+
+def test_events_in_order_and_by_variant(archive):
+    before = time.time()
+    archive.log("rejected", "first", 1)
+    archive.log("note", "run-wide")
+    archive.log("integrity", "second", 1)
+    archive.log("rejected", "other", 2)
+    everything = archive.events()
+    assert [(e["kind"], e["text"], e["variant_id"]) for e in everything] == [
+        ("rejected", "first", 1), ("note", "run-wide", None), ("integrity", "second", 1), ("rejected", "other", 2)]
+    assert all(before <= e["at"] <= time.time() for e in everything)
+    assert [e["text"] for e in archive.events(1)] == ["first", "second"]
+    assert [e["text"] for e in archive.events(0)] == []
+
+
+def call(**fields):
+    return {"at": 1.0, "iteration": 1, "purpose": "propose", "key": "k", "model": "m", **fields}
+
+
+def test_llm_calls_are_counted_without_errors_and_cached_replies_cost_nothing(archive):
+    archive.add_llm_call(call(prompt_tokens=100, completion_tokens=20, cost=0.5))
+    archive.add_llm_call(call(prompt_tokens=1000, completion_tokens=200, cost=9.0, cached=True))
+    archive.add_llm_call(call(prompt_tokens=7, completion_tokens=3, cost=0.0, priced=False))
+    archive.add_llm_call(call(prompt_tokens=0, completion_tokens=0, cost=0.0, priced=True))
+    archive.add_llm_call(call(prompt_tokens=50, cached=True, priced=False))  # cached: not unpriced either
+    archive.add_llm_call(call(iteration=2, prompt_tokens=10, completion_tokens=1, cost=0.25))
+    archive.add_llm_call(call(iteration=2, attempt=1, error="HTTP 500", prompt_tokens=5, cost=1.0))
+    u = archive.llm_usage()
+    assert (u.calls, u.cached_calls, u.prompt_tokens, u.completion_tokens, u.unpriced_calls) == (6, 2, 117, 24, 1)
+    assert u.cost == pytest.approx(0.75)
+    u1 = archive.llm_usage(1)
+    assert (u1.calls, u1.cached_calls, u1.prompt_tokens, u1.completion_tokens, u1.cost) == (5, 2, 107, 23, 0.5)
+    assert archive.llm_usage(3).calls == 0 and archive.llm_usage(3).cost == 0.0
+
+
+def test_llm_call_fields_default_sensibly(archive):
+    archive.add_llm_call(call(attempt=None, prompt_tokens=None, completion_tokens=None, cost=None, cached=None,
+                              priced=None))
+    row = archive.db.execute("SELECT attempt, prompt_tokens, completion_tokens, cost, cached, priced, seconds, "
+                             "finish_reason, error FROM llm_calls").fetchone()
+    assert row == (0, 0, 0, 0, 0, 1, None, None, None)
+    archive.add_llm_call(call(priced=False, cached=True, seconds=1.5, finish_reason="length"))
+    row = archive.db.execute("SELECT priced, cached, seconds, finish_reason FROM llm_calls WHERE id = 2").fetchone()
+    assert row == (0, 1, 1.5, "length")
+
+
+def test_llm_errors_in_order_and_by_iteration(archive):
+    archive.add_llm_call(call(iteration=1, attempt=0, error="429"))
+    archive.add_llm_call(call(iteration=1, prompt_tokens=5))
+    archive.add_llm_call(call(iteration=2, attempt=1, error="500"))
+    assert [(e["at"], e["iteration"], e["attempt"], e["error"], e["purpose"]) for e in archive.llm_errors()] == [
+        (1.0, 1, 0, "429", "propose"), (1.0, 2, 1, "500", "propose")]
+    assert [e["error"] for e in archive.llm_errors(2)] == ["500"]
+    assert archive.llm_errors(3) == []
+
+
+def test_a_new_variant_starts_pending_and_most_recently_used(archive):
+    t0 = time.time()
+    a = archive.new_variant(None, 0)
+    b = archive.new_variant(0, 1, hypothesis="h", predicted=0.5)
+    assert (a.status, a.parent_id, a.iteration, a.fitness, a.fitness_n, a.metrics, a.result) == (
+        PENDING, None, 0, None, 0, {}, None)
+    assert (b.parent_id, b.hypothesis, b.predicted, b.integrity) == (0, "h", 0.5, CLEAN)
+    assert t0 <= a.created_at <= b.created_at <= time.time() and a.finished_at is None
+    used = archive.last_used()
+    assert used == {0: 1, 1: 2}
+    archive.touch(0)
+    archive.touch(0)
+    assert archive.last_used() == {0: 4, 1: 2}
+
+
+def test_update_sets_only_what_it_is_given(archive):
+    v = archive.new_variant(None, 0, hypothesis="h", commit="abc")
+    archive.update(v.id)  # nothing to set
+    archive.update(v.id, commit="def", metrics={"a": 1.5}, status=DONE)
+    got = archive.get(v.id)
+    assert (got.commit, got.metrics, got.status, got.hypothesis) == ("def", {"a": 1.5}, DONE, "h")
+    archive.update(v.id, result=ok_result(1.0))
+    archive.update(v.id, result=None)
+    assert archive.get(v.id).result is None
+    with pytest.raises(KeyError, match="no variant field 'id'"):
+        archive.update(v.id, id=5)
+    with pytest.raises(KeyError, match="no variant field 'commit_shaa'"):
+        archive.update(v.id, commit_shaa="x")
+
+
+def test_record_result_stores_the_outcome_and_the_integrity_label(archive):
+    v = archive.new_variant(None, 0, status=RUNNING)
+    t0 = time.time()
+    archive.record_result(v.id, ok_result(2.0, 4.0, 6.0), DONE, (SUSPICIOUS, "fitness 4 above the ceiling 3"))
+    got = archive.get(v.id)
+    assert (got.status, got.fitness, got.fitness_n, got.error) == (DONE, 4.0, 3, "")
+    assert got.fitness_stderr == pytest.approx(2.0 / 3 ** 0.5)
+    assert got.metrics == {"score": 4.0, "aux": 8.0}
+    assert (got.integrity, got.integrity_reason) == (SUSPICIOUS, "fitness 4 above the ceiling 3")
+    assert t0 <= got.finished_at <= time.time()
+    w = archive.new_variant(0, 1, status=RUNNING)
+    archive.record_result(w.id, Result([SeedResult(0, SEED_CRASH, "exit status 2")], "score"), FAILED)
+    got = archive.get(w.id)
+    assert (got.fitness, got.fitness_stderr, got.fitness_n, got.error, got.integrity) == (
+        None, None, 0, "seed 0: crash: exit status 2", CLEAN)
+
+
+def test_candidates_best_and_statuses(archive):
+    base = add_done(archive, None, 1.0)
+    ids = [add_done(archive, base, v, i) for i, v in enumerate((5.0, 3.0, 9.0, 7.0), 1)]
+    archive.update(ids[2], integrity=VIOLATED)  # 9.0, but it broke the protocol
+    archive.update(ids[3], integrity=SUSPICIOUS)
+    running = archive.new_variant(base, 5, status=RUNNING)
+    assert [v.id for v in archive.candidates()] == [base, ids[0], ids[1]]
+    assert [v.id for v in archive.best(2)] == [ids[0], ids[1]]
+    assert [v.id for v in archive.best()] == [ids[0]]
+    assert [v.id for v in archive.with_status(RUNNING, PENDING)] == [running.id]
+    assert [v.id for v in archive.with_status(DONE)] == [base] + ids
+    assert archive.fitness(archive.get(ids[0])).key == 5.0
+    done_without_fitness = archive.new_variant(base, 6, status=DONE)
+    assert done_without_fitness.id not in [v.id for v in archive.candidates()]
+
+
+def test_an_archive_from_before_the_integrity_columns_gets_them(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    old_schema = SCHEMA.replace(",\n    predicted REAL,\n    integrity TEXT NOT NULL DEFAULT 'clean',\n"
+                                "    integrity_reason TEXT NOT NULL DEFAULT ''\n", "\n")
+    assert "integrity" not in old_schema.split("CREATE TABLE IF NOT EXISTS meta")[0]
+    db.executescript(old_schema)
+    db.execute("INSERT INTO variants (id, iteration, status, created_at, fitness) VALUES (0, 0, 'done', 1.0, 2.5)")
+    db.commit()
+    db.close()
+    a = Archive(path)
+    try:
+        v = a.get(0)
+        assert (v.fitness, v.predicted, v.integrity, v.integrity_reason) == (2.5, None, CLEAN, "")
+        assert [c.id for c in a.candidates()] == [0]
+    finally:
+        a.close()
+    Archive(path).close()  # and opening it again adds nothing twice
+
+
+def test_the_archive_is_in_wal_mode(archive):
+    assert archive.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

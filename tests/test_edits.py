@@ -5,11 +5,16 @@ Each model quirk the parser or applier tolerates has one regression case named a
 
 from __future__ import annotations
 
+import difflib
+import os
+import random
 import re
+import subprocess
+import sys
 
 import pytest
 
-from scientist.editblocks import Edit, parse_edits, render_edit
+from scientist.editblocks import FORMAT_REMINDER, Edit, parse_edits, render_edit
 from scientist.edits import apply_edits, unified_diff, write_files
 from scientist.errors import EditError, FormatError
 
@@ -104,6 +109,17 @@ PARSE_CASES = [
         id="empty_replace_deletes_lines",
     ),
     pytest.param(BLOCK.rstrip("\n"), [LR_EDIT], id="no_newline_after_replace_marker"),
+    pytest.param(BLOCK.replace("\n", "\r"), [LR_EDIT], id="old_mac_cr_line_endings"),
+    pytest.param(f"train.py\n\n\n\n\n{BODY}", [LR_EDIT], id="four_blank_lines_after_filename"),
+    pytest.param(f"Here:\n\ntrain.py\n\n{BODY}", [LR_EDIT], id="prose_blank_filename_blank"),
+    pytest.param(f"```python hl_lines=2 train.py\n{BODY}```\n", [LR_EDIT], id="fence_info_with_options"),
+    pytest.param(f"### 'train.py':\n{BODY}", [LR_EDIT], id="filename_quoted_in_heading"),
+    pytest.param(BLOCK.replace("train.py", "Xception.py"), [Edit("Xception.py", "    lr = 3e-4\n", "    lr = 1e-3\n")],
+                 id="filename_starting_with_capital_x"),
+    pytest.param(BLOCK.replace("train.py", "docs/APPENDIX"),
+                 [Edit("docs/APPENDIX", "    lr = 3e-4\n", "    lr = 1e-3\n")], id="filename_ending_with_capital_x"),
+    pytest.param(BLOCK.replace("train.py", "a=b.py"), [Edit("a=b.py", "    lr = 3e-4\n", "    lr = 1e-3\n")],
+                 id="marker_character_inside_filename"),
 ]
 
 
@@ -150,6 +166,41 @@ FORMAT_ERROR_CASES = [
         id="replace_marker_without_search",
     ),
 ]
+
+
+NO_PATH = "has no file path: put the path alone on the line right before `<<<<<<< SEARCH`"
+EXACT_FORMAT_ERRORS = [
+    pytest.param("Sure! I would raise the learning rate to 1e-3.\n",
+                 "The reply contains no SEARCH/REPLACE blocks, so nothing can be changed.\n\n" + FORMAT_REMINDER,
+                 id="no_blocks_at_all"),
+    pytest.param("train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n",
+                 "Block 1 (train.py), starting at reply line 2: the SEARCH section has no `=======` line after it; "
+                 "the reply looks cut off. Send the complete block again.", id="truncated_inside_search"),
+    pytest.param("train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n=======\n    lr = 1e-3\n",
+                 "Block 1 (train.py), starting at reply line 2: the block never reaches its `>>>>>>> REPLACE` line; "
+                 "the reply looks truncated. Send the complete block again.", id="truncated_reply_missing_replace"),
+    pytest.param("train.py\n<<<<<<< SEARCH\n    lr = 3e-4\n>>>>>>> REPLACE\n",
+                 "Block 1 (train.py), starting at reply line 2: found `>>>>>>> REPLACE` at reply line 4 before the "
+                 "`=======` line that ends the SEARCH section.\n\n" + FORMAT_REMINDER, id="search_without_divider"),
+    pytest.param(f"{BODY}Thanks.", f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER,
+                 id="no_filename_and_a_last_line_that_looks_like_one"),
+    pytest.param(f"{BODY}```python train.py\n",
+                 f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER, id="a_trailing_fence_names_no_block"),
+    pytest.param(f"{BODY}```python train.py",  # the reply's very last line, right above line 1 if read backwards
+                 f"Block 1 (reply line 1) {NO_PATH}.\n\n" + FORMAT_REMINDER,
+                 id="a_trailing_fence_without_a_newline_names_no_block"),
+    pytest.param(f"train.py\n\n\n\n\n\n{BODY}", f"Block 1 (reply line 7) {NO_PATH} (found '' there).\n\n"
+                 + FORMAT_REMINDER, id="five_blank_lines_after_filename"),
+    pytest.param(f"<train.py>\n{BODY}", f"Block 1 (reply line 2) {NO_PATH} (found '<train.py>' there).\n\n"
+                 + FORMAT_REMINDER, id="filename_in_angle_brackets"),
+]
+
+
+@pytest.mark.parametrize(("reply", "message"), EXACT_FORMAT_ERRORS)
+def test_parse_error_messages(reply: str, message: str) -> None:
+    with pytest.raises(FormatError) as caught:
+        parse_edits(reply)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(("reply", "patterns"), FORMAT_ERROR_CASES)
@@ -460,6 +511,15 @@ def test_render_refuses_what_would_not_parse_back(edit: Edit, pattern: str) -> N
         render_edit(edit)
 
 
+def test_render_says_which_section_holds_a_marker() -> None:
+    with pytest.raises(ValueError) as e:
+        render_edit(Edit("a.py", "x\n", "y\n=======\n"))
+    assert str(e.value) == "REPLACE text for a.py contains marker line '======='"
+    with pytest.raises(ValueError) as e:
+        render_edit(Edit("a.py", ">>>>>>> REPLACE\n", "y\n"))
+    assert str(e.value) == "SEARCH text for a.py contains marker line '>>>>>>> REPLACE'"
+
+
 DIFF_CASES = [
     pytest.param(
         {"a.py": "x = 1\ny = 2\n"},
@@ -521,3 +581,218 @@ def test_write_files_refuses_paths_outside_root(tmp_path, path: str) -> None:
         write_files(root, {"ok.py": "fine\n", path: "bad\n"})
     assert list(outside.iterdir()) == []
     assert not (root / "ok.py").exists()  # nothing is written when any path is refused
+
+
+# --- what the model is shown when SEARCH matches nothing: the closest lines ----------------
+
+def no_match_message(files: dict[str, str], edit: Edit) -> str:
+    with pytest.raises(EditError) as caught:
+        apply_edits(files, [edit], editable=["*.py"], protected=[])
+    return str(caught.value)
+
+
+def closest(text: str, search: str) -> str | None:
+    """The lines the model is shown as closest to SEARCH, or None."""
+    msg = no_match_message({"a.py": text}, Edit("a.py", search, "replacement = 1\n"))
+    if "Nothing in a.py resembles the SEARCH text." in msg:
+        return None
+    return msg.split("are:\n```\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_whole_message_for_a_search_that_matches_nothing():
+    files = {"a.py": "x = 1\nQQQQQ\n", "b.py": "ZZZZZ\n", "c.py": "ZZZZZ\n"}
+    msg = no_match_message(files, Edit("a.py", "ZZZZZ\n", "x = 1\n"))
+    assert msg == (
+        "1 of 1 SEARCH/REPLACE blocks failed, so no file was changed.\n\n"
+        "Block 1 (a.py) failed: SEARCH does not match any lines in a.py.\n"
+        "Its REPLACE lines are already in the file: drop this block if it was applied.\n"
+        "Nothing in a.py resembles the SEARCH text.\n"
+        "The SEARCH lines do appear in b.py, c.py; is that the file?\n"
+        "SEARCH must repeat existing lines exactly, with their comments and blank lines; only a uniform "
+        "change of indentation is tolerated.\n\n"
+        "Fix the failed blocks and send them again.")
+
+
+def test_closest_lines_far_down_a_long_file():
+    lines = [f"value_{i:02d} = compute({i}, scale={i * 3})" for i in range(40)]
+    assert closest("\n".join(lines) + "\n", "value_31 = compute(31, scale=94)\n") == lines[31] + "\n"
+
+
+def test_closest_lines_are_ranked_by_their_real_similarity():
+    # an anagram of SEARCH has the best cheap bound (quick_ratio 1.0) but is not close
+    assert closest("hgfedcba\nabcdefgX\nzzzzzzzz\n", "abcdefgh\n") == "abcdefgX\n"
+
+
+def test_closest_lines_at_the_end_of_a_file_without_a_final_newline():
+    assert closest("x = 1\ny = 2\nlearning_rate = 0.001", "learning_rate = 0.002\n") == "learning_rate = 0.001\n"
+    assert closest("a = 1\nb = 2\nlast = 3\n", "last = 3\nnew = 4\n") == "a = 1\nb = 2\n"  # whole windows only
+
+
+def test_nothing_resembles_below_a_similarity_of_three_tenths():
+    assert closest("abXXXXXX\n", "abcdefghij\n") == "abXXXXXX\n"  # exactly 0.3: shown
+    assert closest("abXXXXXXXX\n", "abcdefghij\n") is None  # 0.27
+
+
+SEARCH3 = ["alpha = 1", "beta = 2", "delta = something else entirely"]
+
+
+def decoys(n: int, seed: int = 0) -> list[str]:
+    """Lines made of SEARCH3's characters, shuffled: the best cheap bounds, but not close."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        c = list(SEARCH3[i % 3])
+        rng.shuffle(c)
+        out.append("".join(c).strip() or "x")
+    return out
+
+
+REAL = ["alpha = 1", "beta = 2", "gamma = 3"]
+
+
+@pytest.mark.parametrize("where", ["top", "bottom"])
+def test_closest_lines_found_by_their_unchanged_lines(where):
+    # 30-odd windows rank above the real one by the cheap bound: only the lines it shares
+    # with SEARCH (alpha, beta) bring it among the candidates
+    lines = REAL + decoys(36) if where == "top" else decoys(36) + REAL + ["alpha = 1", "end"]
+    search = "\n".join(SEARCH3) + "\n"
+    assert closest("\n".join(lines) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
+
+
+def test_closest_lines_anchored_by_later_lines_of_search():
+    search = "delta = something else entirely\nalpha = 1\nbeta = 2\n"
+    lines = decoys(36) + ["epsilon = 4"] + REAL[:2]
+    assert closest("\n".join(lines) + "\n", search) == "epsilon = 4\nalpha = 1\nbeta = 2\n"
+
+
+def test_the_window_sharing_most_lines_wins_among_many_anchored_ones():
+    # twelve windows share one line with SEARCH; the real one shares two
+    lines = []
+    for d in decoys(12, seed=1):
+        lines += ["alpha = 1", d, d[::-1]]
+    lines += decoys(20, seed=2) + REAL
+    search = "\n".join(SEARCH3) + "\n"
+    assert closest("\n".join(lines) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
+
+
+
+def test_the_exact_similarity_is_computed_for_twenty_windows_at_most(monkeypatch):
+    # difflib's exact ratio is quadratic: on a long file it is computed only for the 10 windows
+    # with the best cheap bound and the 10 sharing the most lines with SEARCH (and once more
+    # for the winner), not for every window; here 60 windows share a line with SEARCH
+    calls = []
+    ratio = difflib.SequenceMatcher.ratio
+    monkeypatch.setattr(difflib.SequenceMatcher, "ratio", lambda self: calls.append(1) or ratio(self))
+    lines = []
+    for d in decoys(60, seed=3):
+        lines += ["alpha = 1", d]
+    search = "\n".join(SEARCH3) + "\n"
+    assert closest("\n".join(lines + REAL) + "\n", search) == "alpha = 1\nbeta = 2\ngamma = 3\n"
+    assert 0 < len(calls) <= 2 * 10 + 1
+
+# --- indentation shifts at their edges ------------------------------------------------------
+
+
+def test_a_dedent_keeps_replace_lines_indented_less_than_the_shift():
+    files = {"a.py": "def f():\n    x = 1\n    return x\n"}
+    edit = Edit("a.py", "        x = 1\n        return x\n", "        x = 2\n  # note\n        return x\n")
+    out = apply_edits(files, [edit], editable=["a.py"], protected=[])
+    assert out["a.py"] == "def f():\n    x = 2\n# note\n    return x\n"
+
+
+def test_a_shifted_search_must_match_whole_windows():
+    files = {"a.py": "a = 0\n    b = 1\n"}
+    with pytest.raises(EditError, match="SEARCH does not match any lines"):
+        apply_edits(files, [Edit("a.py", "  b = 1\n  c = 2\n", "x\n")], editable=["a.py"], protected=[])
+
+
+def test_a_blank_line_in_a_shifted_search_does_not_end_the_comparison():
+    files = {"a.py": "if x:\n    a = 1\n\n    b = 2\n"}
+    with pytest.raises(EditError, match="SEARCH does not match any lines"):
+        apply_edits(files, [Edit("a.py", "a = 1\n\nc = 3\n", "z\n")], editable=["a.py"], protected=[])
+    out = apply_edits(files, [Edit("a.py", "a = 1\n\nb = 2\n", "a = 1\n\nb = 3\n")], editable=["a.py"],
+                      protected=[])
+    assert out["a.py"] == "if x:\n    a = 1\n\n    b = 3\n"
+
+
+# --- writing files (not used by the loop, which commits through git) -----------------------
+
+
+def test_write_files_makes_folders_and_keeps_line_endings_and_letters(tmp_path) -> None:
+    written = write_files(tmp_path, {"deep/er/x.py": "a\r\nb\r\n", "u.txt": "naïve – ü\n"})
+    assert written == [tmp_path / "deep" / "er" / "x.py", tmp_path / "u.txt"]
+    assert (tmp_path / "deep" / "er" / "x.py").read_bytes() == b"a\r\nb\r\n"
+    assert (tmp_path / "u.txt").read_bytes() == "naïve – ü\n".encode()
+
+
+
+def test_write_files_writes_utf8_whatever_the_locale(tmp_path) -> None:
+    # a machine whose locale is plain C, without Python's UTF-8 coercion: the files are still
+    # UTF-8, as the model wrote them and as the seed's Python reads them
+    code = "import sys; from scientist.edits import write_files; write_files(sys.argv[1], {'a.py': 'x = \\u00e9\\n'})"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.py").read_bytes() == "x = \u00e9\n".encode()
+
+def test_write_files_says_why_it_refuses(tmp_path) -> None:
+    with pytest.raises(EditError) as e:
+        write_files(tmp_path, {"../x.py": "x"})
+    assert str(e.value) == "'../x.py' points outside the project; use a path inside it."
+    (tmp_path / "link").symlink_to("/tmp")
+    with pytest.raises(EditError) as e:
+        write_files(tmp_path, {"link/x.py": "x"})
+    assert str(e.value) == f"'link/x.py' resolves outside {tmp_path.resolve()}; refusing to write it."
+
+
+def test_a_long_search_of_few_characters_still_gets_its_closest_lines():
+    # an initialiser table: every character is frequent, which difflib's autojunk would
+    # treat as noise (and call nothing similar)
+    row = "    0, 0, 0, 0, 0, 0, 0, 0,\n"
+    assert closest("W = [\n" + row * 12 + "]\n", row.replace("0,\n", "1,\n") * 10) == row * 10
+
+
+def test_the_report_lists_the_blocks_that_applied():
+    reply = (block("train.py", "    lr = 3e-4\n", "    lr = 1e-3\n") + block("model.py", "        self.width = 64\n",
+             "        self.width = 128\n") + block("train.py", "    nothing here\n", "x\n"))
+    with pytest.raises(EditError) as caught:
+        apply(reply, FILES)
+    report = str(caught.value)
+    assert report.startswith("1 of 3 SEARCH/REPLACE blocks failed, so no file was changed.\n\n"
+                             "Block 3 (train.py) failed: SEARCH does not match any lines in train.py.")
+    assert report.endswith("\n\nBlock 1 (train.py) applied fine.\nBlock 2 (model.py) applied fine.\n"
+                           "Those were not written either, because a proposal applies as a whole: send them "
+                           "again unchanged together with the fixed blocks.")
+
+
+# --- frozen regions: duplicates, what follows them, the whole message -----------------------
+
+FROZEN = "# scientist: frozen-begin scoring\nscore = 1\n# scientist: frozen-end\n"
+
+
+def frozen_edit(text: str, search: str, replace: str) -> dict[str, str]:
+    return apply_edits({"a.py": text}, [Edit("a.py", search, replace)], editable=["*.py"], protected=[])
+
+
+def test_two_identical_frozen_regions_must_both_stay():
+    text = FROZEN + "x = 1\n" + FROZEN
+    with pytest.raises(EditError) as caught:
+        frozen_edit(text, "x = 1\n" + FROZEN, "x = 2\n")
+    assert str(caught.value) == (
+        "1 of 1 SEARCH/REPLACE blocks failed, so no file was changed.\n\n"
+        "Block 1 (a.py) failed: it changes or removes the frozen region that starts at line 5 "
+        "(`# scientist: frozen-begin scoring`). Lines from `# scientist: frozen-begin` to "
+        "`# scientist: frozen-end` must stay exactly as they are; edit only outside them.\n\n"
+        "Fix the failed blocks and send them again.")
+
+
+def test_lines_after_a_closed_frozen_region_are_editable():
+    assert frozen_edit(FROZEN + "x = 1\n", "x = 1\n", "x = 2\n") == {"a.py": FROZEN + "x = 2\n"}
+
+
+def test_a_diff_of_several_files_is_their_diffs_in_order():
+    old = {"a.py": "1\n", "b.py": "2\n", "c.py": "3\n"}
+    new = {"a.py": "1\n", "b.py": "2b\n", "c.py": "3c\n"}
+    assert unified_diff(old, new) == (unified_diff({"b.py": "2\n"}, {"b.py": "2b\n"})
+                                      + unified_diff({"c.py": "3\n"}, {"c.py": "3c\n"}))
+    assert unified_diff(old, new).count("diff --git") == 2

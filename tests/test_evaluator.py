@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
+import shutil
+import threading
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from scientist.evaluator import Evaluator, read_metrics
+import scientist.evaluator as evaluator_mod
+from scientist.errors import SandboxError, ScientistError
+from scientist.evaluator import Evaluator, _free_bytes, _join, read_metrics, read_verdict, tail
+from scientist.harness.judge import EVAL_SEED_ENV, EVAL_SET_ENV, SOCKET_ENV
 from scientist.process_sandbox import ProcessSandbox
+from scientist.redaction import Redactor
 from scientist.sandbox import LocalSandbox
 from scientist.seed import load_seed
-from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT
+from scientist.variant import SEED_CRASH, SEED_NO_METRICS, SEED_OK, SEED_OOM, SEED_TIMEOUT, SEED_VIOLATED
 from scientist.workspace import Workspace
 
 
@@ -92,6 +101,19 @@ def test_metrics_planted_by_training_are_not_read(toy, tmp_path):
     b.evaluator.sandbox = LocalSandbox()
     r = b.evaluate(commit, "planted-confined")
     assert not r.ok and "Permission denied" in r.seeds[0].stderr_tail
+
+
+def test_planted_metrics_are_not_read_when_the_evaluator_writes_none(toy, tmp_path):
+    # the pristine evaluator writes no metrics file here: what training planted where the
+    # metrics go must not become the fitness (the evaluator deletes it before scoring)
+    ev = toy.path / "evaluate.py"
+    ev.write_text(ev.read_text().replace('open(a.metrics, "w")', "open(os.devnull, 'w')"))
+    b = Bench(toy, tmp_path, sandbox=ProcessSandbox())
+    plant = "import json; json.dump({'neg_mse': 1e9}, open(os.path.join(a.out, '..', 'metrics.json'), 'w'))"
+    r = b.evaluate(b.variant(plant), "planted-alone")
+    assert not r.ok and r.mean is None
+    assert {s.status for s in r.seeds} == {SEED_NO_METRICS}
+    assert "no metrics file" in r.seeds[0].reason
 
 
 class Recording:
@@ -273,3 +295,341 @@ def test_a_user_site_planted_by_training_does_not_reach_the_evaluator(toy, tmp_p
     assert r.ok and -10 < r.mean < 0, r.seeds[0]
     b.evaluator.sandbox = LocalSandbox()
     assert b.evaluate(commit, "user-site-confined").ok
+
+
+# --- the judge and the learner, the steps' settings, retries, redaction ---------------------
+
+
+TOYLEARNER = Path(__file__).resolve().parent / "fixtures" / "toylearner"
+
+
+class Seeded:
+    """A private copy of a fixture seed (the `toy` fixture's interface: `.path`)."""
+
+    def __init__(self, src: Path, dst: Path):
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        self.path = dst
+
+
+@pytest.fixture
+def learner_seed(tmp_path):
+    return Seeded(TOYLEARNER, tmp_path / "toylearner")
+
+
+class Wrapped:
+    """The local sandbox with hooks: `before(step)` runs before each step (it may raise),
+    every step is kept, and kill_all calls are counted."""
+
+    def __init__(self, before=None):
+        self.inner, self.before, self.steps, self.killed = LocalSandbox(), before, [], 0
+        self.name, self.python = self.inner.name, self.inner.python
+        self.lock = threading.Lock()
+
+    def run(self, step, cancel=None):
+        with self.lock:
+            self.steps.append(step)
+        if self.before is not None:
+            self.before(step)
+        return self.inner.run(step, cancel)
+
+    def kill_all(self):
+        self.killed += 1
+        self.inner.kill_all()
+
+    def kill_leftovers(self):
+        return 0
+
+
+def model_mode(b: Bench, mode: str) -> str:
+    text = b.ws.read(b.root, ["model.py"])["model.py"].replace('mode = "normal"', f'mode = "{mode}"')
+    b.n += 1
+    return b.ws.commit(b.root, {"model.py": text}, f"v{b.n:04d}", f"v{b.n:04d}")
+
+
+def test_a_judge_and_its_learner_run_as_two_steps_that_share_only_a_socket(learner_seed, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    learner_seed.path.joinpath("seed.toml").write_text(learner_seed.path.joinpath("seed.toml").read_text().replace(
+        'evaluate_env = { TOY_EVAL_ONLY = "1" }', f'evaluate_env = {{ TOY_EVAL_ONLY = "1", TOY_DATA = "{data}" }}'))
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    b.evaluator.eval_seed = 99
+    r = b.evaluator.evaluate(b.root, tmp_path / "variants" / "v0000", seeds=[0])
+    assert r.ok and [s.seed for s in r.seeds] == [0], r.seeds[0]
+    d = tmp_path / "variants" / "v0000" / "seed-0"
+    kinds = {s.kind: s for s in sb.steps}
+    assert sorted(kinds) == ["evaluate", "learner", "train"]
+    judge_step, learner_step = kinds["evaluate"], kinds["learner"]
+    assert judge_step.ipc == learner_step.ipc and judge_step.ipc is not None and not judge_step.ipc.exists()
+    assert judge_step.env[SOCKET_ENV] == learner_step.env[SOCKET_ENV] == str(judge_step.ipc / "learner.sock")
+    assert (learner_step.ipc_writable, judge_step.ipc_writable) == (True, False)
+    assert judge_step.cwd == d / "judge" and judge_step.out == d / "judge-out"
+    assert judge_step.outputs == ((d / "metrics.json").resolve(),) and learner_step.outputs == ()
+    assert judge_step.env[EVAL_SET_ENV] == "fitness" and judge_step.env[EVAL_SEED_ENV] == "99"
+    assert judge_step.env["TOY_DATA"] == str(data) and judge_step.hidden == ()
+    assert learner_step.cwd == d / "eval-work" and learner_step.out == d / "learner-out"
+    assert learner_step.inputs == ((d / "out").resolve(),)
+    assert learner_step.stdout == d / "learner.out" and learner_step.stderr == d / "learner.err"
+    assert set(learner_step.env) == {SOCKET_ENV} and learner_step.hidden == (data,)
+    assert kinds["train"].hidden == (data,) and kinds["train"].env == {}
+    assert not (d / "judge").exists() and not (d / "eval-work").exists()
+    assert r.seeds[0].stderr_tail.startswith("[judge]\njudge: 2 learner calls")
+
+
+def test_the_learner_and_the_judge_speak_in_the_tails(learner_seed, tmp_path):
+    b = Bench(learner_seed, tmp_path)
+    text = b.ws.read(b.root, ["model.py"])["model.py"] + "\nimport sys\nprint('model says hi')\nprint('model warns', file=sys.stderr)\n"
+    commit = b.ws.commit(b.root, {"model.py": text}, "v1", "v0001")
+    (s,) = b.evaluator.evaluate(commit, tmp_path / "v", seeds=[0]).seeds
+    assert s.stdout_tail.startswith("[judge]\n{") and s.stdout_tail.endswith("[learner]\nmodel says hi")
+    assert "\n[learner]\nmodel warns" in s.stderr_tail
+
+
+@pytest.mark.parametrize("mode, status, reason", [
+    ("nan", SEED_VIOLATED, "violated: the learner's 'y' in reply to 'predict' holds 200 non-finite values"),
+    ("shape", SEED_VIOLATED, "violated: the learner's 'y' in reply to 'predict' has shape (201,)"),
+    ("boom", "crash", "crash: the learner exited before it accepted the judge"),
+])
+def test_the_judges_verdict_on_the_learner_is_the_seeds_status(learner_seed, tmp_path, mode, status, reason):
+    b = Bench(learner_seed, tmp_path)
+    (s,) = b.evaluator.evaluate(model_mode(b, mode), tmp_path / mode, seeds=[0]).seeds
+    assert s.status == status and s.reason.startswith(reason), s.reason
+    assert s.metrics == {}
+
+
+def test_the_sealed_set_is_scored_in_its_own_folders_and_differs(learner_seed, tmp_path):
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    fit = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[1])
+    sealed = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[1], eval_set="sealed")
+    assert (tmp_path / "v" / "seed-1" / "metrics.json").is_file()
+    assert (tmp_path / "v" / "sealed-seed-1" / "metrics.json").is_file()
+    assert [s.seed for s in sealed.seeds] == [1]
+    assert [s.env[EVAL_SET_ENV] for s in sb.steps if s.kind == "evaluate"] == ["fitness", "sealed"]
+    assert fit.mean != sealed.mean
+
+
+def test_the_runs_secret_seed_decides_the_judges_streams(learner_seed, tmp_path):
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    scores = {}
+    for seed in (None, 7, 8):
+        b.evaluator.eval_seed = seed
+        scores[seed] = b.evaluator.evaluate(b.root, tmp_path / f"s{seed}", seeds=[0]).mean
+    assert scores[None] == scores[7] != scores[8]  # by hand, the judge's default is 7
+    envs = [s.env for s in sb.steps if s.kind == "evaluate"]
+    assert EVAL_SEED_ENV not in envs[0] and envs[1][EVAL_SEED_ENV] == "7" and envs[2][EVAL_SEED_ENV] == "8"
+
+
+def test_a_seed_without_a_learner_runs_its_evaluator_alone(toy, tmp_path):
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
+    b.evaluator.eval_seed = 5
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    train, ev = sb.steps
+    d = tmp_path / "v" / "seed-0"
+    assert (train.kind, ev.kind) == ("train", "evaluate")
+    assert ev.env == {"TOY_EVAL_ONLY": "1", EVAL_SET_ENV: "fitness", EVAL_SEED_ENV: "5"} and ev.ipc is None
+    assert ev.cwd == d / "eval-work" and ev.out == d / "out" and ev.outputs == ((d / "metrics.json").resolve(),)
+    assert train.cwd == d / "work" and train.out == d / "out" and train.outputs == () and train.env == {}
+    assert train.stdout == d / "train.out" and ev.stderr == d / "evaluate.err"
+    assert (train.timeout, train.memory_mb, ev.timeout, ev.memory_mb) == (20, 400, 20, 400)
+    assert f"--seed 0 --out {(d / 'out').resolve()}" in train.command
+    assert f"--metrics {(d / 'metrics.json').resolve()}" in ev.command
+
+
+def test_relative_or_missing_data_paths_are_not_hidden(toy, tmp_path):
+    toy.replace_manifest('evaluate_env = { TOY_EVAL_ONLY = "1" }',
+                         f'evaluate_env = {{ TOY_EVAL_ONLY = "1", A = "rel/path", B = "{tmp_path / "nope"}" }}')
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    assert sb.steps[0].hidden == ()
+
+
+def test_a_failed_training_is_not_scored_and_keeps_its_tails(toy, tmp_path):
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
+    commit = b.variant("print('about to fail'); raise SystemExit('training gave up')")
+    (s,) = b.evaluator.evaluate(commit, tmp_path / "v", seeds=[0]).seeds
+    assert [x.kind for x in sb.steps] == ["train"]
+    assert s.status == SEED_CRASH and s.reason == "train failed: exit status 1"
+    assert s.stdout_tail == "about to fail\n" and s.stderr_tail == "training gave up\n"
+    assert s.metrics == {} and s.eval_seconds == 0.0 and s.train_seconds > 0
+
+
+def test_a_failed_evaluation_is_the_seeds_failure(toy, tmp_path):
+    ev = toy.path / "evaluate.py"
+    ev.write_text(ev.read_text() + "\nraise SystemExit(4)\n")
+    b = Bench(toy, tmp_path)
+    (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
+    assert s.status == SEED_CRASH and s.reason == "evaluate failed: exit status 4"
+    assert s.metrics == {} and s.eval_seconds > 0 and s.stdout_tail.startswith("neg_mse=")
+
+
+def test_on_seed_hears_of_each_seed_as_it_ends(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    heard = []
+    r = b.evaluator.evaluate(b.root, tmp_path / "v", on_seed=heard.append, seeds=[1, 0])
+    assert [s.seed for s in r.seeds] == [1, 0] and heard == r.seeds
+
+
+def test_secrets_a_step_prints_are_redacted_everywhere_they_are_kept(toy, tmp_path):
+    secret = "planted-secret-4242"
+    b = Bench(toy, tmp_path)
+    b.evaluator.redactor = Redactor((secret,))
+    commit = b.variant(f"print('{secret}'); print('{secret}', file=sys.stderr); raise SystemExit('{secret}')")
+    (s,) = b.evaluator.evaluate(commit, tmp_path / "v", seeds=[0]).seeds
+    d = tmp_path / "v" / "seed-0"
+    assert (d / "train.out").read_text() == "[redacted]\n"
+    assert (d / "train.err").read_text() == "[redacted]\n[redacted]\n"
+    assert s.stdout_tail == "[redacted]\n" and secret not in s.stderr_tail
+    assert all(secret not in x for x in (s.reason, s.stdout_tail, s.stderr_tail))
+
+
+def test_score_scores_an_existing_training_output(toy, tmp_path):
+    secret = "neg_mse="  # what the evaluator prints: redacted in the score's tails too
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
+    b.evaluator.evaluate(b.root, tmp_path / "trained", seeds=[0])
+    b.evaluator.redactor = Redactor((secret,))
+    out = tmp_path / "trained" / "seed-0" / "out"
+    s = b.evaluator.score(b.root, 3, tmp_path / "scored" / "deep", out)
+    assert s.ok and s.seed == 3 and s.metrics["neg_mse"] < 0
+    assert (tmp_path / "scored" / "deep" / "metrics.json").is_file()
+    assert s.stdout_tail.startswith("[redacted]")
+    assert sb.steps[-1].kind == "evaluate" and sb.steps[-1].env[EVAL_SET_ENV] == "fitness"
+    again = b.evaluator.score(b.root, 3, tmp_path / "scored" / "deep", out, eval_set="sealed")  # same folder
+    assert again.metrics == s.metrics and sb.steps[-1].env[EVAL_SET_ENV] == "sealed"
+
+
+def sandbox_failing(n: int, error: Exception, kinds=("train",)):
+    """A sandbox whose first `n` steps of these kinds raise `error`."""
+    count = {"n": 0}
+
+    def before(step):
+        if step.kind in kinds and count["n"] < n:
+            count["n"] += 1
+            raise error
+
+    return Wrapped(before)
+
+
+class Sleeps:
+    def __init__(self):
+        self.calls = []
+
+    def sleep(self, s):
+        self.calls.append(s)
+
+
+@pytest.mark.parametrize("failures, ok", [(0, True), (1, True), (2, True), (3, False)])
+def test_a_failing_sandbox_is_tried_again_then_the_error_goes_up(toy, tmp_path, monkeypatch, failures, ok):
+    clock = Sleeps()
+    monkeypatch.setattr(evaluator_mod, "time", SimpleNamespace(sleep=clock.sleep))
+    sb = sandbox_failing(failures, SandboxError("bubblewrap broke"))
+    b = Bench(toy, tmp_path, sandbox=sb)
+    b.evaluator.infra_wait = 5.0
+    if ok:
+        assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    else:
+        with pytest.raises(SandboxError, match="bubblewrap broke"):
+            b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])
+    assert clock.calls == [5.0, 10.0][:min(failures, 2)]
+    assert [s.kind for s in sb.steps].count("train") == min(failures + 1, 3)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_the_sandboxs_failure(toy, tmp_path, monkeypatch, code):
+    monkeypatch.setattr(evaluator_mod, "time", SimpleNamespace(sleep=lambda s: None))
+    sb = sandbox_failing(5, OSError(code, "No space left on device"))
+    b = Bench(toy, tmp_path, sandbox=sb)
+    with pytest.raises(SandboxError, match=r"^the disk is full \(\[Errno \d+\] No space left on device\); free space"):
+        b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])
+    assert len(sb.steps) == 3  # tried again like any sandbox failure
+
+
+def test_other_os_errors_are_not_disguised(toy, tmp_path):
+    sb = sandbox_failing(1, OSError(errno.EACCES, "Permission denied"))
+    b = Bench(toy, tmp_path, sandbox=sb)
+    with pytest.raises(PermissionError):
+        b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])
+    assert len(sb.steps) == 1
+
+
+def test_a_failing_learner_sandbox_is_the_sandboxs_failure(learner_seed, tmp_path):
+    sb = sandbox_failing(1, SandboxError("no learner sandbox"), kinds=("learner",))
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    b.evaluator.infra_retries = 0
+    with pytest.raises(SandboxError, match="no learner sandbox"):
+        b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])
+
+
+def test_ctrl_c_with_parallel_seeds_kills_the_running_steps(toy, tmp_path):
+    def before(step):
+        if step.kind == "train" and "seed-1" in str(step.out):
+            raise KeyboardInterrupt
+
+    sb = Wrapped(before)
+    b = Bench(toy, tmp_path, workers=2, sandbox=sb)
+    with pytest.raises(KeyboardInterrupt):
+        b.evaluator.evaluate(b.root, tmp_path / "v")
+    assert sb.killed >= 1
+
+
+def test_the_pristine_files_are_checked_against_their_recorded_hashes(toy, tmp_path):
+    b = Bench(toy, tmp_path)
+    files = b.evaluator.pristine()
+    assert sorted(files) == ["evaluate.py", "seed.toml"]
+    import hashlib
+
+    b.evaluator.pristine_sha256 = {p: hashlib.sha256(x).hexdigest() for p, x in files.items()}
+    assert b.evaluator.pristine() == files
+    b.evaluator.pristine_sha256 = {**b.evaluator.pristine_sha256, "seed.toml": "0" * 64}
+    with pytest.raises(ScientistError, match=r"is not the one recorded .* \(seed.toml changed\); the run folder "
+                                             "was modified"):
+        b.evaluator.evaluate(b.root, tmp_path / "v")
+    b.evaluator.pristine_sha256 = {"evaluate.py": "1" * 64}
+    with pytest.raises(ScientistError, match=r"\(evaluate.py, seed.toml changed\)"):
+        b.evaluator.pristine()
+
+
+def test_tails_are_the_last_characters(tmp_path):
+    p = tmp_path / "log"
+    p.write_bytes(b"abc\xffdef")
+    assert tail(p) == "abc\ufffddef"
+    assert tail(p, 3) == "def"
+    assert tail(p, 100) == "abc\ufffddef"
+    assert tail(tmp_path / "missing") == ""
+    p.write_text("x" * 5000)
+    assert tail(p) == "x" * 3000
+
+
+def test_tails_of_two_steps_are_joined_with_their_names():
+    assert _join("judge", "a\nb\n\n", "learner", "c\n") == "[judge]\na\nb\n[learner]\nc"
+    assert _join("judge", "  \n", "learner", "c") == "[learner]\nc"
+    assert _join("judge", "a", "learner", "") == "[judge]\na"
+    assert _join("judge", "", "learner", " ") == ""
+
+
+@pytest.mark.parametrize("text, verdict", [
+    ('{"harness": {"status": "violated", "reason": "bad"}}', ("violated", "bad")),
+    ('{"harness": {"status": "ok"}}', ("ok", "")),
+    ('{"harness": {"status": "crash", "reason": 5}}', ("crash", "5")),
+    ('{"harness": {"status": 3}}', None),
+    ('{"harness": "ok"}', None),
+    ('{"neg_mse": 1}', None),
+    ("[1, 2]", None),
+    ("not json", None),
+    (None, None),
+])
+def test_read_verdict(tmp_path, text, verdict):
+    p = tmp_path / "m.json"
+    if text is not None:
+        p.write_text(text)
+    assert read_verdict(p) == verdict
+
+
+def test_free_bytes(tmp_path):
+    assert _free_bytes(tmp_path) > 0
+    assert _free_bytes(tmp_path / "does-not-exist") == 1 << 62

@@ -13,10 +13,11 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import need_module
 from scientist.harness import judge
 from scientist.seed import SEEDS_DIR
 
-torch = pytest.importorskip("torch")
+torch = need_module("torch")
 SEED_MODULES = ("data", "lstm", "bandits", "baseline")  # the seeds' own modules the judges import
 
 

@@ -109,7 +109,9 @@ def test_an_llm_run_improves_the_seed(protocol, toy, make_run, llm):
     total = run.archive.llm_usage()
     assert total.calls == 3 and total.tokens > 0 and total.cost > 0 and total.unpriced_calls == 0
     assert run.archive.llm_usage(1).calls == 1
-    assert "run total 3 calls" in out.getvalue().replace("\n", " ") or "LLM:" in out.getvalue()
+    text = out.getvalue()
+    for k in (1, 2, 3):  # each iteration's line: its own call, and the run's so far
+        assert re.search(rf"\(LLM: 1 call, [0-9.]+k? tokens, \$[0-9.]+; run total {k} calls?, ", text), text
     transcript = [json.loads(x) for x in (run.dir / "llm" / "transcript.jsonl").read_text().splitlines()]
     assert len(transcript) == 3 and transcript[0]["request"]["messages"][1]["content"] == prompt
     assert (run.dir / "notebook.md").is_file()
@@ -333,11 +335,45 @@ def test_a_crashing_variant_is_repaired(toy, make_run, llm):
     assert "A failed experiment to repair: v0001" in prompt
 
 
+MODE_NORMAL = '    mode: str = "normal"  # normal | crash | hang | hog | cheat | secret  (for tests)'
+STEPS = "    steps: int = 20  # gradient steps"
+
+
 def test_repairs_are_bounded(toy, make_run, llm):
-    toy.set_mode("crash")  # nothing the brain does helps: every variant crashes
+    # v1 crashes; its repair v2 and v2's repair v3 crash too (each changes the step count
+    # and keeps the crash): with max_repairs 2 the run gives up on that line and v4 is a new
+    # proposal from a parent the selection policy picks (the baseline, the only candidate)
+    crash = reply("Crash", block("train.py", MODE_NORMAL, MODE_NORMAL.replace('"normal"', '"crash"')))
+    llm.queue(Reply(crash),
+              Reply(reply("More steps", block("train.py", STEPS, STEPS.replace("20", "21")))),
+              Reply(reply("Even more", block("train.py", STEPS.replace("20", "21"), STEPS.replace("20", "22")))))
+    run, out = llm_run(make_run, toy, llm, iterations=4, max_repairs=2)
+    assert run.execute() == 0
+    v = run.archive.all()
+    assert [x.status for x in v] == [DONE, FAILED, FAILED, FAILED, DONE]
+    assert [x.parent_id for x in v] == [None, 0, 1, 2, 0]
+    assert v[2].hypothesis == "Repair of v0001: More steps" and v[3].hypothesis == "Repair of v0002: Even more"
+    assert v[4].hypothesis.startswith("Raise the step size")
+    assert "(attempt 1 of 2)" in out.getvalue() and "(attempt 2 of 2)" in out.getvalue()
+    prompts = [r.first_user for r in llm.requests]
+    assert ["A failed experiment to repair" in p for p in prompts] == [False, True, True, False]
+
+
+def test_no_repairs_when_they_are_switched_off(toy, make_run, llm):
+    crash = reply("Crash", block("train.py", MODE_NORMAL, MODE_NORMAL.replace('"normal"', '"crash"')))
+    llm.queue(Reply(crash))
+    run, _ = llm_run(make_run, toy, llm, iterations=2, max_repairs=0)
+    assert run.execute() == 0
+    assert [(x.status, x.parent_id) for x in run.archive.all()] == [(DONE, None), (FAILED, 0), (DONE, 0)]
+    assert not any("A failed experiment to repair" in r.first_user for r in llm.requests)
+
+
+def test_a_failed_baseline_is_not_repaired(toy, make_run, llm):
+    toy.set_mode("crash")
     run, _ = llm_run(make_run, toy, llm, iterations=1)
-    assert run.execute() == 1  # the baseline fails: no repairs of the baseline either
+    assert run.execute() == 1  # nothing to select a parent from, and no repair of the baseline
     assert run.archive.count() == 1
+    assert llm.requests == []
 
 
 def test_the_sandbox_never_sees_the_key(toy, make_run, llm):

@@ -4,11 +4,13 @@ selection sees."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from scientist.archive import Archive
-from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, NOT_CONFIRMED, PROMOTED, RAW,
-                                 UNCONFIRMED, Design, Promotion)
+from scientist.promotion import (CONFIRMED, CONFIRMING, IMPROVED, NOT_CONFIRMED, NOT_IMPROVED, PROMOTED,
+                                 RAW, SEALED, UNCONFIRMED, Design, Promotion)
 from scientist.variant import DONE, RUNNING, SEED_CRASH, SEED_OK, Result, SeedResult
 
 DESIGN = Design(alpha=0.05, max_seeds=8, batch=2, first_look=4, sealed_seeds=4, screen=1.0)
@@ -181,3 +183,18 @@ def test_the_design_is_read_back_from_the_archive(archive):
     archive.set_meta("promotion", {"alpha": 0.01, "max_seeds": 6, "batch": 3, "future": 1})
     d = Promotion.of(archive).design
     assert (d.alpha, d.max_seeds, d.batch, d.looks) == (0.01, 6, 3, (6,))
+
+
+def test_a_stopped_comparison_is_recorded_and_logged(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    t0 = time.time()
+    c = p.stop(p.open(v), "the confirmation budget is used up")
+    (stored,) = p.comparisons()
+    assert (stored.decision, stored.reason) == (NOT_CONFIRMED, "the confirmation budget is used up")
+    assert stored.finished_at == c.finished_at and t0 <= c.finished_at <= time.time()
+    assert [(e["kind"], e["text"], e["variant_id"]) for e in a.events()] == [
+        (NOT_CONFIRMED, "the confirmation budget is used up", v.id)]
+    sealed = p.stop(p.open_sealed(), "no time left for the sealed test")
+    assert sealed.decision == NOT_IMPROVED
+    assert [c.decision for c in p.comparisons(SEALED)] == [NOT_IMPROVED]

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import need_module
 from inprocess import InProcessLearner
 from scientist.harness import judge
 from scientist.seed import SEEDS_DIR, load_seed
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("gymnasium")
+torch = need_module("torch")
+need_module("gymnasium")
 FME = SEEDS_DIR / "fme"
 MODULES = ("evaluate", "learner", "tasks", "hillclimb", "srwm")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-import pytest
 
+from conftest import need_module
 from scientist.seed import SEEDS_DIR
 
-torch = pytest.importorskip("torch")
+torch = need_module("torch")
 
 
 def load(seed: str, module: str):

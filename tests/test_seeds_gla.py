@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("gymnasium")
+from conftest import need_module
+
+need_module("torch")
+need_module("gymnasium")
 
 from scientist.harness import judge  # noqa: E402
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import need_module
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("gymnasium")
+torch = need_module("torch")
+need_module("gymnasium")
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "seeds" / "metagenrl"
 

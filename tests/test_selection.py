@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -143,3 +144,95 @@ def test_make_policy_by_name():
     assert make_policy("greedy", buckets=3).name == "greedy"
     with pytest.raises(ValueError, match="unknown selection policy 'best'"):
         make_policy("best")
+
+
+# --- exact numbers: FME's buckets and weights, the pools, the tie-breaks ------------------------
+
+
+def test_bucket_probabilities_are_the_softmax_of_rank_over_temperature(archive):
+    for value in (0.0, 1.0, 2.0, 3.0):
+        add(archive, value)
+    for buckets, temperature in ((4, 0.5), (4, 2.0), (2, 1.0), (7, 0.3)):
+        fme = FitnessMonotonic(buckets=buckets, temperature=temperature)
+        pools = fme.pools(archive)
+        m = max(buckets - 1, 1)
+        w = [math.exp(b / m / temperature) if pools[b] else 0.0 for b in range(buckets)]
+        assert fme.probabilities(archive) == pytest.approx([x / sum(w) for x in w])
+
+
+def test_one_bucket_takes_everything(archive):
+    ids = [add(archive, v) for v in (0.0, 5.0, 9.0)]
+    fme = FitnessMonotonic(buckets=1)
+    assert fme.probabilities(archive) == [1.0]
+    assert {v.id for v in fme.pools(archive)[0]} == set(ids)
+
+
+def test_buckets_split_the_fitness_range_evenly(archive):
+    ids = [add(archive, v) for v in (0.0, 2.4, 2.5, 4.9, 5.0, 7.49, 7.5, 10.0)]
+    pools = FitnessMonotonic(buckets=4).pools(archive)  # width 2.5: [0, 2.5) [2.5, 5) [5, 7.5) [7.5, 10]
+    assert [sorted(v.id for v in p) for p in pools] == [ids[0:2], ids[2:4], ids[4:6], ids[6:8]]
+
+
+def test_equal_fitnesses_share_the_lowest_bucket(archive):
+    ids = [add(archive, 3.0) for _ in range(3)]
+    fme = FitnessMonotonic(buckets=5)
+    pools = fme.pools(archive)
+    assert sorted(v.id for v in pools[0]) == ids and all(not p for p in pools[1:])
+    assert fme.probabilities(archive) == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_minimising_puts_the_lowest_value_in_the_top_bucket(tmp_path):
+    a = Archive(tmp_path / "min.sqlite", maximize=False)
+    try:
+        ids = [add(a, v) for v in (10.0, 0.0, 5.0)]
+        pools = FitnessMonotonic(buckets=3).pools(a)
+        assert [[v.id for v in p] for p in pools] == [[ids[0]], [ids[2]], [ids[1]]]
+    finally:
+        a.close()
+
+
+def test_a_pool_lists_its_members_most_recently_used_first(archive):
+    ids = [add(archive, 1.0) for _ in range(4)]
+    archive.touch(ids[1])
+    (pool, *_) = FitnessMonotonic(buckets=2, capacity=10).pools(archive)
+    assert [v.id for v in pool] == [ids[1], ids[3], ids[2], ids[0]]
+    (pool, *_) = FitnessMonotonic(buckets=2, capacity=1).pools(archive)
+    assert [v.id for v in pool] == [ids[1]]
+
+
+def test_selection_draws_a_bucket_by_its_probability_then_a_member_uniformly(archive):
+    low = [add(archive, 0.0) for _ in range(2)]
+    high = add(archive, 1.0)
+    fme = FitnessMonotonic(buckets=2, temperature=1.0)
+    p_high = math.e / (1 + math.e)
+    n = 4000
+    freq = frequencies(fme, archive, n, seed=1)
+    assert abs(freq[high] / n - p_high) < 0.03
+    for i in low:
+        assert abs(freq[i] / n - (1 - p_high) / 2) < 0.03
+
+
+def test_greedy_in_both_directions(tmp_path):
+    for maximize, expected in ((True, 1), (False, 2)):
+        a = Archive(tmp_path / f"{maximize}.sqlite", maximize=maximize)
+        try:
+            ids = [add(a, v) for v in (1.0, 3.0, -2.0, 3.0, -2.0)]
+            assert Greedy().select(a, random.Random(0)).id == ids[expected]
+        finally:
+            a.close()
+
+
+def test_suspicious_and_violated_variants_are_never_parents(archive):
+    good = add(archive, 1.0)
+    for label in ("suspicious", "violated"):
+        v = add(archive, 100.0)
+        archive.update(v, integrity=label)
+    for policy in (FitnessMonotonic(), Greedy(), Uniform()):
+        assert set(frequencies(policy, archive, 50)) == {good}
+
+
+def test_make_policy_passes_settings_to_fme_only():
+    assert make_policy("fme") == FitnessMonotonic()
+    assert make_policy("uniform", buckets=3) == Uniform()
+    with pytest.raises(ValueError, match="choose from fme, greedy, uniform"):
+        make_policy("")

@@ -72,7 +72,7 @@ def serve(obj: object) -> None:
         while True:
             try:
                 op, seq, payload = wire.recv(conn, MAX_REQUEST)
-            except wire.PeerClosed:
+            except (wire.PeerClosed, ConnectionResetError):  # a reset: it hung up with a reply unread
                 return
             try:
                 reply = ("ok", _handle(obj, op, payload))
