@@ -128,7 +128,10 @@ def test_a_provider_that_fails_for_good_stops_the_run_as_failed(toy, make_run, m
     text = out.getvalue()
     assert "Stopped: the API key variable LAB_KEY (api_key_env) is not set" in text
     assert "The archive is intact; `scientist resume r` continues the run" in text
-    assert run.archive.count() == 1 and run.archive.get_meta("status") == "failed"
+    # proposals started ahead (the scheduler's) stay pending, uncommitted, for resume to remake
+    vs = run.archive.all()
+    assert vs[0].status == "done" and run.archive.get_meta("status") == "failed"
+    assert all(v.status == "pending" and not v.commit for v in vs[1:])
 
 
 def test_a_run_makes_exactly_its_iterations(toy, make_run):
@@ -235,25 +238,25 @@ def lineage(run, statuses: list[str], commit: str | None = "c0ffee"):
 def test_the_repair_target_is_the_last_failure_within_max_repairs(toy, make_run, statuses, max_repairs, expected):
     run, _ = llm_run(make_run, toy, max_repairs=max_repairs)
     lineage(run, statuses)
-    got = run._repair_target()
+    got = run.repair_target()
     assert (None if got is None else (got[0].id, got[1])) == expected
 
 
 def test_a_failure_without_a_commit_or_a_parent_is_not_repaired(toy, make_run):
     run, _ = llm_run(make_run, toy, max_repairs=2)
     lineage(run, [FAILED], commit=None)  # failed before it was committed: nothing to repair
-    assert run._repair_target() is None
+    assert run.repair_target() is None
     run2, _ = llm_run(make_run, toy, max_repairs=2, run_id="r2")
     run2.archive.new_variant(None, 0, status=FAILED, commit="base")  # the baseline itself
-    assert run2._repair_target() is None
+    assert run2.repair_target() is None
     run3, _ = llm_run(make_run, toy, max_repairs=2, run_id="r3")
-    assert run3._repair_target() is None  # an empty archive
+    assert run3.repair_target() is None  # an empty archive
 
 
 def test_a_proposer_that_cannot_repair_never_does(toy, make_run):
     run, _ = make_run(toy, max_repairs=2)  # offline proposer: no repair()
     lineage(run, [FAILED])
-    assert run._repair_target() is None
+    assert run.repair_target() is None
 
 
 # --- settings --------------------------------------------------------------------------------

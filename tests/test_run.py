@@ -158,9 +158,9 @@ def test_resume_keeps_the_best_so_far(toy, make_run, runs_dir):
 def test_a_finished_run_writes_its_report(toy, make_run):
     run, out = make_run(toy, iterations=1, report=True)
     run.execute()
-    tex = run.dir / "report" / "report.tex"
-    assert tex.is_file() and "v0001" in tex.read_text()
-    assert f"report: {tex}" in out.getvalue()
+    tex, html = run.dir / "report" / "report.tex", run.dir / "report" / "report.html"
+    assert tex.is_file() and "v0001" in tex.read_text() and html.is_file()
+    assert f"report: {html} and {tex}" in out.getvalue()
 
 
 # --- as a user runs it: subprocesses, stdin answers, signals -----------------------------
