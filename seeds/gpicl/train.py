@@ -79,10 +79,10 @@ def sample_batch(x, y, args, gen, task_seed):
 
 
 def sequence_loss(model, tokens, ys):
-    """Eq. 5.2: mean over positions j of CE(f(D_{1:j-1}, x_j), y_j); also the accuracy."""
+    """Eq. 5.2: mean over positions j of CE(f(D_{1:j-1}, x_j), y_j); also the correctness (B, T)."""
     logits = model(tokens)  # (B, T, C)
     loss = F.cross_entropy(logits.flatten(0, 1), ys.flatten())
-    return loss, (logits.argmax(-1) == ys).float().mean()
+    return loss, (logits.argmax(-1) == ys).float()
 
 
 def train(args, scale, seed, out, device):
@@ -107,12 +107,16 @@ def train(args, scale, seed, out, device):
           f"tasks={args.num_tasks or 'inf'} device={device}", flush=True)
 
     log = {"step": [], "elapsed_s": []}
-    run = {k: [0.0, 0.0] for k in models}
+    run = {k: [0.0, 0.0, 0.0] for k in models}
+    # The last 10% of positions of the batch's uniformly permuted sequences (those after the biased
+    # share): the training-time view of the judge's late_acc (general learning, not the fixed permutation).
+    B, T = args.batch_size, args.seq_len
+    free, late = slice(round(args.bias_frac * B), B), slice(T - max(1, T // 10), T)
     start = time.time()
     for step in range(1, args.steps + 1):
         tokens, ys = sample_batch(x, y, args, gen, task_seed=seed)
         for name, model in models.items():
-            loss, acc = sequence_loss(model, tokens, ys)
+            loss, correct = sequence_loss(model, tokens, ys)
             opts[name].zero_grad()
             loss.backward()
             if args.grad_clip > 0:
@@ -120,7 +124,8 @@ def train(args, scale, seed, out, device):
             opts[name].step()
             scheds[name].step()
             run[name][0] += loss.item()
-            run[name][1] += acc.item()
+            run[name][1] += correct.mean().item()
+            run[name][2] += correct[free, late].mean().item() if free.start < B else float("nan")
         if step % args.log_every == 0 or step == args.steps:
             n = (step - 1) % args.log_every + 1
             log["step"].append(step)
@@ -129,8 +134,10 @@ def train(args, scale, seed, out, device):
             for name in models:
                 log.setdefault(f"{name}_loss", []).append(run[name][0] / n)
                 log.setdefault(f"{name}_acc", []).append(run[name][1] / n)
-                line += f"  {name} loss {run[name][0] / n:.4f} acc {run[name][1] / n:.3f}"
-                run[name] = [0.0, 0.0]
+                log.setdefault(f"{name}_free_late_acc", []).append(run[name][2] / n)
+                line += (f"  {name} loss {run[name][0] / n:.4f} acc {run[name][1] / n:.3f}"
+                         f" free-late {run[name][2] / n:.3f}")
+                run[name] = [0.0, 0.0, 0.0]
             print(f"{line}  elapsed {time.time() - start:6.1f}s", flush=True)
     save(out, models, kwargs, lstm_kwargs, args, scale, seed, log)
 
