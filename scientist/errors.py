@@ -7,6 +7,8 @@ A failed experiment is not an exception: it is recorded as a result.
 
 from __future__ import annotations
 
+import threading
+
 
 class ScientistError(Exception):
     """Base class of every error scientist raises on purpose."""
@@ -50,3 +52,10 @@ class Stop(Exception):
     def __init__(self, message: str, failed: bool = False, drain: bool = True):
         super().__init__(message)
         self.failed, self.drain = failed, drain
+
+
+INTERRUPTED = threading.Event()
+"""Set by a Ctrl-C or SIGTERM during a run (`scientist.run`). The KeyboardInterrupt its
+handler raises can be swallowed where Python cannot deliver it (raised inside an at-fork
+callback while the main thread starts a subprocess, it is printed and dropped), so the
+scheduler's loop also checks this and raises it again (`Scheduler.wait`)."""

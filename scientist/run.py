@@ -37,7 +37,7 @@ from scientist.archive import Archive
 from scientist.config import RunConfig
 from scientist.confirmer import Confirmer
 from scientist.console import Progress, best_table
-from scientist.errors import ScientistError
+from scientist.errors import INTERRUPTED, ScientistError
 from scientist.evaluator import Evaluator
 from scientist.executor import Executor, LocalExecutor, SeedJob
 from scientist.gate import AutoGate, Gate, TerminalGate
@@ -209,7 +209,9 @@ class Run:
             self.console.print(f"  {self.proposer.describe()}", highlight=False)
         self.archive.set_meta("status", "running")
         self.archive.set_meta("started_at", self.archive.get_meta("started_at") or time.time())
+        INTERRUPTED.clear()
         old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        old_int = signal.signal(signal.SIGINT, _raise_interrupt)
         client = getattr(self.proposer, "client", None)
         if client is not None:  # proposals are made in threads: the scheduler writes their records
             self.ledger = Ledger(self.archive.llm_usage(), events)
@@ -244,6 +246,7 @@ class Run:
             raise
         finally:
             signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
             self.sandbox.kill_all()
             self.executor.close()
 
@@ -476,5 +479,6 @@ def _message(vid: int, parent: Variant, p: Proposal) -> str:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
+    INTERRUPTED.set()
     raise KeyboardInterrupt
 

@@ -52,13 +52,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scientist.console import last_line
-from scientist.errors import ScientistError, Stop
+from scientist.errors import INTERRUPTED, ScientistError, Stop
 from scientist.executor import Executor, JobOutcome, SeedJob
 from scientist.integrity import label as label_integrity
 from scientist.jobs import QUEUED, SUBMITTED, JobRecord, job
 from scientist.promotion import Comparison
 from scientist.proposals import Decided, Ledger, Making, Proposals, Ready, notebook_of
 from scientist.variant import CLEAN, DONE, FAILED, PENDING, RUNNING, Fitness, Result, Variant
+
+INTERRUPT_CHECK = 0.5  # seconds: how often the loop looks for a Ctrl-C it did not receive
 
 __all__ = ["Ledger", "Scheduler", "Stop", "notebook_of"]
 
@@ -119,8 +121,10 @@ class Scheduler(Proposals):
         if time.monotonic() - self.last_beat >= self.run.heartbeat_seconds:
             self.beat()  # also when events keep coming
         self.executor.idle()
-        try:
-            ev = self.events.get(timeout=self.timeout())
+        if INTERRUPTED.is_set():  # a Ctrl-C whose KeyboardInterrupt was swallowed (run.py)
+            raise KeyboardInterrupt
+        try:  # at most INTERRUPT_CHECK s per wait, so such a Ctrl-C is not lost for long
+            ev = self.events.get(timeout=min(self.timeout(), INTERRUPT_CHECK))
         except queue.Empty:
             return
         self.handle(ev)
