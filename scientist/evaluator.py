@@ -51,7 +51,8 @@ from scientist.errors import SandboxError, ScientistError
 from scientist.redaction import Redactor
 from scientist.sandbox import POLL_SECONDS, Sandbox, Step, StepOutcome, format_command
 from scientist.seed import Scale, Seed
-from scientist.variant import SEED_NO_METRICS, SEED_OK, SEED_VIOLATED, Result, SeedResult
+from scientist.variant import (SEED_NO_METRICS, SEED_OK, SEED_TIMEOUT, SEED_VIOLATED, Result,
+                               SeedResult)
 from scientist.workspace import Workspace
 
 SOCKET_NAME = "learner.sock"
@@ -223,6 +224,12 @@ class Evaluator:
             res.stdout_tail = _join("judge", res.stdout_tail, "learner", tail(d / "learner.out"))
             res.stderr_tail = _join("judge", res.stderr_tail, "learner", tail(d / "learner.err"))
         verdict = read_verdict(metrics_path)
+        if (learner is not None and learner.status == SEED_TIMEOUT
+                and (verdict is None or verdict[0] in ("crash", "timeout"))):
+            # The sandbox ended the learner at the time limit: the judge then sees it exit
+            # ("crash") or stop answering; which it sees first is a race, the cause is one.
+            res.status, res.reason = SEED_TIMEOUT, f"timeout: the learner: {learner.reason}"
+            return res
         if verdict is not None and verdict[0] != "ok":  # the judge's word on the learner
             status, reason = verdict
             res.status = {"violated": SEED_VIOLATED}.get(status, status)

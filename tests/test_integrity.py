@@ -25,7 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -170,6 +170,27 @@ def test_a_hanging_learner_times_out(sandbox_name, tmp_path_factory):
                 timeout=20)
     assert r.status == SEED_TIMEOUT, (r.status, r.reason)
     assert "time limit" in r.reason
+
+
+@pytest.mark.parametrize("sandbox_name", SANDBOXES)
+def test_a_learner_ended_at_its_time_limit_is_a_timeout_not_a_crash(sandbox_name, tmp_path_factory):
+    """The learner starts first, so its limit can fall first: the judge then sees it exit and
+    says "crash" before its own limit (CI saw this race). The cause is the time limit; here
+    the learner's limit is made to fall 15 s before the judge's."""
+    t = trained("vsml", tmp_path_factory)
+    ev = t.evaluator(sandbox_name, "hang-first", timeout=30)
+    real = ev.sandbox.run
+
+    def run(step, cancel=None):
+        if step.kind == "learner":
+            step = replace(step, timeout=15)
+        return real(step, cancel)
+
+    ev.sandbox.run = run
+    commit = t.variant("hang-first", "vsml.py", hostile.PROTOCOL["hang"])
+    r = ev.score(commit, 0, t.root / f"hang-first-{sandbox_name}", t.out)
+    assert r.status == SEED_TIMEOUT, (r.status, r.reason)
+    assert "time limit" in r.reason and "learner" in r.reason
 
 
 @pytest.mark.parametrize("sandbox_name", SANDBOXES)
