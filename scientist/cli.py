@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,8 +130,19 @@ def parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     rv.set_defaults(func=cmd_review)
 
+    sv = sub.add_parser("serve", help="a web page to watch runs, read variants and work through "
+                                      "the approval queue (runs started with --approve web)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every "
+                         "interface, anyone who can reach the port can read the runs)")
+    sv.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: a free one)")
+    sv.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="another Host name the page is reached by (e.g. behind an SSH tunnel "
+                         "or proxy); may be repeated")
+    sv.set_defaults(func=cmd_serve)
+
     _sandbox_parsers(sub)
-    for q in (r, s, ls, sh, rep, rv):
+    for q in (r, s, ls, sh, rep, rv, sv):
         q.add_argument("--runs-dir", default=None,
                        help=f"folder of run folders (default: {DEFAULT_RUNS_DIR})")
     return p
@@ -144,9 +156,13 @@ def _budget_flags(p: argparse.ArgumentParser) -> None:
                    help="stop cleanly once the run's LLM calls have used this many tokens")
     p.add_argument("--time-budget", type=_duration,
                    help="wall-clock budget for the run, e.g. 600, 10m, 2h")
-    p.add_argument("--approve", action=argparse.BooleanOptionalAction, default=None,
-                   help="ask before each variant runs (approve / reject with reason / quit); "
-                        "--no-approve turns it off again on resume")
+    p.add_argument("--approve", nargs="?", const="terminal", choices=("terminal", "web"),
+                   default=None, metavar="{terminal,web}",
+                   help="ask before each variant runs: at this terminal (the default: approve / "
+                        "reject with a reason / quit), or `web`: in the approval queue of "
+                        "`scientist serve`'s page")
+    p.add_argument("--no-approve", dest="approve", action="store_const", const="off",
+                   help="turn approval off again (on resume)")
 
 
 def _duration(text: str) -> float:
@@ -155,6 +171,18 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ScientistError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _flock_held(path: Path) -> bool | None:
+    """Whether some process holds a flock on `path`, from /proc/locks (None: unknown)."""
+    try:
+        st = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    me = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    return any(len(f) > 5 and f[1] == "FLOCK" and f[5] == me
+               for f in (line.split() for line in table.splitlines()))
 
 
 @contextmanager
@@ -169,10 +197,16 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 
 def in_use(run_dir: Path) -> bool:
-    """Whether a scientist process holds the run's lock right now."""
+    """Whether a scientist process holds the run's lock right now. Read from the kernel's
+    table of locks where there is one: taking the lock to test it, even for an instant,
+    would make a `scientist resume` started at that instant refuse (`scientist serve` asks
+    every few seconds)."""
     lock = run_dir / ".lock"
     if not lock.exists():
         return False
+    held = _flock_held(lock)
+    if held is not None:
+        return held
     with open(lock) as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -430,6 +464,23 @@ def _llm_cell(u) -> str:
     if not u.calls:
         return "—"
     return f"${u.cost:.4f}" + ("+?" if u.unpriced_calls else "") + f" / {short_count(u.tokens)} tok"
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from scientist.web.app import serve
+
+    base = runs_dir(a.runs_dir)
+    if not base.is_dir():
+        raise ScientistError(f"no runs folder {base}: start a run first (`scientist run`), or "
+                             "name the folder with --runs-dir")
+    if not 0 <= a.port <= 65535:
+        raise ScientistError(f"--port must be between 0 and 65535, not {a.port}")
+    try:
+        serve(base, a.host, a.port, token=os.environ.get("SCIENTIST_SERVE_TOKEN") or None,
+              allow_hosts=tuple(h.lower() for h in a.allow_host))
+    except OSError as e:
+        raise ScientistError(f"cannot serve on {a.host}:{a.port}: {e.strerror or e}") from None
+    return 0
 
 
 def cmd_report(a: argparse.Namespace) -> int:

@@ -103,8 +103,10 @@ class RunConfig:
     Python, only its output folder writable; cgroup memory limits), `docker` (a fresh
     locked-down container per step; build its image with `scientist sandbox build`), or
     `process` (unconfined subprocesses, only where bubblewrap cannot run: said loudly)."""
-    approve: bool = False
-    """Ask a human in the terminal before each variant runs."""
+    approve: bool | str = False
+    """Ask a human before each variant runs: `terminal` (at the prompt of the terminal that
+    started the run; `true` means this too), `web` (in the approval queue of `scientist
+    serve`'s page), or `off` (`false`)."""
     executor: str = "local"
     """Where seed-jobs run: `local` (this machine's slots) or `slurm` (each seed-job a Slurm
     job through submitit, outputs in the run folder, which must be on a shared filesystem)."""
@@ -153,6 +155,9 @@ class RunConfig:
 
     def check(self) -> None:
         """Values in range, said before anything is paid for (the baseline, an LLM call)."""
+        if isinstance(self.approve, str) and self.approve not in APPROVAL_MODES:
+            raise ScientistError(f"setting 'approve' must be one of {', '.join(APPROVAL_MODES)} "
+                                 f"(or true / false), not {self.approve!r}")
         for name, low, high, inclusive in RANGES:
             value = getattr(self, name)
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -162,6 +167,13 @@ class RunConfig:
                 where = f">= {low}" if inclusive else f"> {low}"
                 where += f" and <= {high}" if high is not None else ""
                 raise ScientistError(f"setting {name!r} must be {where}, not {value!r}")
+
+    @property
+    def approval(self) -> str:
+        """`off`, `terminal` or `web`, from `approve` (older runs stored true or false)."""
+        if isinstance(self.approve, bool):
+            return "terminal" if self.approve else "off"
+        return self.approve
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -187,6 +199,7 @@ class RunConfig:
         return RunConfig.from_dict(d)
 
 
+APPROVAL_MODES = ("off", "terminal", "web")
 TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 # (setting, lowest, highest or None, whether the lowest is allowed)
 RANGES = (("iterations", 0, None, True), ("time_budget", 0, None, False),

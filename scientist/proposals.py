@@ -212,6 +212,11 @@ class Proposals:
         if not getattr(run.gate, "interactive", False):
             self.decided(m, run.gate.review(m.proposal, diff, label))
             return
+        if getattr(run.gate, "concurrent", False):  # the web page's queue: all wait at once
+            threading.Thread(target=lambda: self.events.put(Decided(m, run.gate.review(
+                m.proposal, diff, label, variant_id=m.k, parent=m.parent.name))),
+                daemon=True, name=f"approval-v{m.k:04d}").start()
+            return
         if self.review is None:
             self.review = queue.Queue()
             threading.Thread(target=self.reviewer, daemon=True, name="approval").start()
@@ -248,6 +253,8 @@ class Proposals:
             self.a.log("rejected", d.reason, m.k)
             run.progress.line(m.k, f"v{m.k:04d}: rejected by the user — {d.reason}")
             return
+        if d.reason:  # who approved it, where (the web page's queue)
+            self.a.log("approved", d.reason, m.k)
         sha = run.workspace.commit(m.parent.commit, m.files, run.message(m.k, m.parent, p),
                                    f"v{m.k:04d}")
         self.a.propose(m.k, RUNNING, commit=sha, diff=run.workspace.diff(m.parent.commit, sha),

@@ -40,6 +40,7 @@ from scientist.console import Progress, best_table
 from scientist.errors import INTERRUPTED, ScientistError
 from scientist.evaluator import Evaluator
 from scientist.executor import Executor, LocalExecutor, SeedJob
+from scientist.approvals import WebGate
 from scientist.gate import AutoGate, Gate, TerminalGate
 from scientist.llm import LLMClient, LLMSettings
 from scientist.notebook import Notebook
@@ -140,7 +141,9 @@ class Run:
         proposer = _make_proposer(config, seed, run_dir, archive)
         policy = make_policy(config.selection, buckets=config.fme_buckets,
                              temperature=config.fme_temperature, capacity=config.fme_capacity)
-        gate: Gate = TerminalGate(console) if config.approve else AutoGate()
+        mode = config.approval
+        gate: Gate = (TerminalGate(console) if mode == "terminal" else
+                      WebGate(run_dir) if mode == "web" else AutoGate())
         archive.set_meta("proposer_uses_llm", proposer.uses_llm)
         archive.set_meta("sandbox", config.sandbox)
         archive.set_meta("proposer_description", proposer.describe())
@@ -162,6 +165,9 @@ class Run:
                 f"selection {self.policy.name}, run folder {self.dir}")
         if self.sandbox.name in UNCONFINED:
             text += f"\n  [bold red]warning:[/] {UNCONFINED_WARNING}"
+        if self.config.approval == "web":
+            text += ("\n  approval: each proposal waits for a decision in the approval queue of "
+                     f"`scientist serve --runs {self.dir.parent}` (open the address it prints)")
         promotion = getattr(self, "promotion", None)
         if promotion is not None:
             d = promotion.design
@@ -424,6 +430,9 @@ class Run:
                                f"git -C {self.dir / REPO} log --graph --all --oneline[/]")
 
     def close(self) -> None:
+        close = getattr(self.gate, "close", None)
+        if close is not None:  # proposals still waiting on the web page stop waiting
+            close()
         self.archive.close()
 
 

@@ -257,11 +257,11 @@ def test_resume_can_turn_approval_off_again(toy, tmp_path, scientist):
                         "--approve", "--runs-dir", str(tmp_path / "runs"), "--run-id", "ap",
                         "--no-report")
     cfg = tmp_path / "runs" / "ap" / "config.json"
-    assert code == 0 and json.loads(cfg.read_text())["approve"] is True
+    assert code == 0 and json.loads(cfg.read_text())["approve"] == "terminal"
     code, out = scientist("resume", "ap", "--iterations", "1", "--no-approve",
                           "--runs-dir", str(tmp_path / "runs"))
     assert code == 0, out
-    assert json.loads(cfg.read_text())["approve"] is False
+    assert json.loads(cfg.read_text())["approve"] == "off"
     assert "v0001" in out  # ran without asking (no terminal input here)
 
 
