@@ -238,7 +238,7 @@ def test_approve_and_reject_through_the_app(client, runs):
     r = client.post("/runs/demo/approvals/8", data={"token": TOKEN, "digest": b.digest,
                                                     "action": "reject", "reason": "no, keep the bias"},
                     headers={"Origin": "http://localhost"})
-    assert r.status_code == 303
+    assert r.status_code == 303 and "rejected+v0008" in r.headers["Location"]
     assert approvals.take(runs / "demo", a).action == APPROVE
     d = approvals.take(runs / "demo", b)
     assert d.action == REJECT and d.reason.startswith("no, keep the bias")

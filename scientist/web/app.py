@@ -14,7 +14,8 @@ Security (the page can approve code that then runs on the machine's GPUs):
   a seed's number, a log's name from a fixed list): no path from the request reaches the
   filesystem. Logs, events and reasons are redacted again before they are shown; the
   run's secret seed, its LLM transcript and cache are never served;
-- pages set a Content-Security-Policy without inline scripts, no framing, no referrer.
+- pages set a Content-Security-Policy without inline scripts, no framing, no referrer to
+  other sites.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def create_app(runs_dir: Path, token: str | None = None, hosts: tuple[str, ...] 
         resp.headers.setdefault("Content-Security-Policy", CSP)
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["X-Frame-Options"] = "DENY"
-        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Referrer-Policy"] = "same-origin"  # (no-referrer makes a form's Origin "null")
         resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
@@ -225,7 +226,8 @@ def create_app(runs_dir: Path, token: str | None = None, hosts: tuple[str, ...] 
             abort(400, str(e))
         back = request.form.get("back")
         target = (url_for("queue_all") if back == "all" else url_for("queue_run", name=name))
-        return redirect(f"{target}?done={action}d+v{vid:04d}", code=303)
+        done = {APPROVE: "approved", REJECT: "rejected"}[action]
+        return redirect(f"{target}?done={done}+v{vid:04d}", code=303)
 
     @app.get("/pygments.css")
     def pygments() -> Response:
