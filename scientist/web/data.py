@@ -253,7 +253,7 @@ def variant(run_dir: Path, vid: int) -> dict[str, Any]:
             predicted=v.predicted, measured=measured_delta(v, by_id),
             metrics={k: x for k, x in (v.metrics or {}).items()}, metric=metric,
             diff=redact(v.diff), comparisons=comps, seeds=seeds,
-            llm=dict(calls=used.calls, tokens=used.tokens, cost=used.cost) if used else None,
+            llm=dict(calls=used.calls, tokens=used.tokens, cost=used.cost) if used and used.calls else None,
             events=[dict(at=e["at"], kind=e["kind"], text=redact(e["text"])) for e in a.events(v.id)],
             created=v.created_at, finished=v.finished_at, failed=v.status == FAILED)
     return dict(run=run_dir.name, v=info)
