@@ -21,7 +21,9 @@ Security (the page can approve code that then runs on the machine's GPUs):
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -267,8 +269,8 @@ def serve(runs_dir: Path, host: str = "127.0.0.1", port: int = 8765, token: str 
     """Run the app until interrupted; print the address with its token first."""
     from werkzeug.serving import make_server
 
-    import sys
-
+    # one line per request, five fragments every 2 s per open page: only problems are logged
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     out = out or sys.stdout
     token = token or secrets.token_urlsafe(24)
     wildcard = host in ("0.0.0.0", "::", "")
