@@ -412,3 +412,19 @@ def test_a_decision_for_an_older_proposal_that_lands_late_is_not_taken(runs):
     (run_dir / "approvals" / "v0007.decision.json").write_text(json.dumps(stale))
     assert approvals.take(run_dir, new) is None
     assert [r.digest for r in approvals.requests(run_dir)] == [new.digest]
+
+
+def test_an_unchanged_fragment_is_answered_304_and_a_change_is_not(client, runs):
+    first = client.get("/runs/demo/fragment/queue")
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and tag
+    again = client.get("/runs/demo/fragment/queue", headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.get_data() == b""
+    post_request(runs)  # a proposal starts waiting: the queue fragment must be drawn again
+    changed = client.get("/runs/demo/fragment/queue", headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and "v0007" in changed.get_data(as_text=True)
+    runs_tag = client.get("/fragment/runs").headers["ETag"]
+    assert client.get("/fragment/runs", headers={"If-None-Match": runs_tag}).status_code == 304
+    with open(runs / "demo" / ".lock", "w") as f:  # the run's process is alive again
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert client.get("/fragment/runs", headers={"If-None-Match": runs_tag}).status_code == 200

@@ -129,19 +129,37 @@ def create_app(runs_dir: Path, token: str | None = None, hosts: tuple[str, ...] 
     def index() -> str:
         return render_template("runs.html", runs=d.runs(runs_base()), base=runs_base())
 
+    def unchanged(dirs: list[Path], part: str) -> tuple[bool, str]:
+        """Whether the browser's copy of a live fragment is current (If-None-Match)."""
+        tag = f'"{part}-{d.version(dirs)}"'
+        return tag in request.headers.get("If-None-Match", ""), tag
+
+    def fragment(tag: str, html: str) -> Response:
+        resp = Response(html, mimetype="text/html")
+        resp.headers["ETag"] = tag
+        resp.headers["Cache-Control"] = "no-cache"
+        return resp
+
     @app.get("/fragment/runs")
-    def runs_fragment() -> str:
-        return render_template("_runs_table.html", runs=d.runs(runs_base()))
+    def runs_fragment() -> Response:
+        same, tag = unchanged(d.all_runs(runs_base()), "runs")
+        if same:
+            return Response(status=304, headers={"ETag": tag})
+        return fragment(tag, render_template("_runs_table.html", runs=d.runs(runs_base())))
 
     @app.get("/runs/<name>")
     def run_page(name: str) -> str:
         return render_template("run.html", **_run_context(folder(name)))
 
     @app.get("/runs/<name>/fragment/<part>")
-    def run_fragment(name: str, part: str) -> str:
+    def run_fragment(name: str, part: str) -> Response:
         if part not in ("summary", "charts", "variants", "events", "queue"):
             abort(404)
-        return render_template(f"_run_{part}.html", **_run_context(folder(name)))
+        run_dir = folder(name)
+        same, tag = unchanged([run_dir], part)
+        if same:
+            return Response(status=304, headers={"ETag": tag})
+        return fragment(tag, render_template(f"_run_{part}.html", **_run_context(run_dir)))
 
     def _run_context(run_dir: Path) -> dict[str, Any]:
         r = d.run(run_dir)

@@ -8,6 +8,7 @@ evaluation seed, its LLM transcript and its configuration's key names are never 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,25 @@ EVENTS_SHOWN = 200
 
 class NotFound(Exception):
     """A run, variant, seed or file that does not exist (the app answers 404)."""
+
+
+def version(run_dirs: list[Path]) -> str:
+    """A tag that changes whenever what the live fragments show may have: the archive and
+    its write-ahead log, the approval queue, the report folder, whether the run's process
+    holds its lock. Unchanged: the page's fragment is answered 304 without being drawn."""
+    from scientist.cli import in_use
+
+    h = hashlib.sha1()
+    for d in run_dirs:
+        h.update(d.name.encode())
+        for f in (d / ARCHIVE, d / f"{ARCHIVE}-wal", d / approvals.FOLDER, d / "report"):
+            try:
+                st = f.stat()
+                h.update(f"{st.st_mtime_ns}:{st.st_size};".encode())
+            except OSError:
+                h.update(b"-;")
+        h.update(b"L" if in_use(d) else b"-")
+    return h.hexdigest()[:20]
 
 
 def run_folder(base: Path, name: str) -> Path:

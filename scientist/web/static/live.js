@@ -12,14 +12,24 @@
   }
   function refresh(el) {
     var url = el.getAttribute("data-live");
-    return fetch(url, {credentials: "same-origin", cache: "no-store"}).then(function (r) {
+    var headers = {};
+    var tag = el.getAttribute("data-etag");
+    if (tag) headers["If-None-Match"] = tag;  // unchanged: 304, nothing drawn or sent
+    return fetch(url, {credentials: "same-origin", cache: "no-store", headers: headers}).then(function (r) {
+      if (r.status === 304) return null;
       if (!r.ok) throw new Error(r.status);
-      return r.text();
-    }).then(function (html) {
-      if (html !== el.getAttribute("data-last") && !busy(el)) {
-        el.innerHTML = html;
-        el.setAttribute("data-last", html);
-        el.dispatchEvent(new CustomEvent("live:updated", {bubbles: true}));
+      var etag = r.headers.get("ETag");
+      return r.text().then(function (html) { return {html: html, etag: etag}; });
+    }).then(function (got) {
+      if (got === null) { document.body.classList.remove("offline"); return; }
+      var html = got.html;
+      if (!busy(el)) {  // while the reader types, the old tag stays: asked again next time
+        if (got.etag) el.setAttribute("data-etag", got.etag);
+        if (html !== el.getAttribute("data-last")) {
+          el.innerHTML = html;
+          el.setAttribute("data-last", html);
+          el.dispatchEvent(new CustomEvent("live:updated", {bubbles: true}));
+        }
       }
       document.body.classList.remove("offline");
     }).catch(function () { document.body.classList.add("offline"); });
