@@ -277,6 +277,19 @@ def steps_of(run_dir: Path) -> list[int]:
     return pids
 
 
+def described(pids: list[int]) -> str:
+    """Each process's pid, parent, state and command line (what outlived its orchestrator)."""
+    out = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        out.append(f"pid {pid} (parent {stat[1]}, state {stat[0]}): {cmd[:300]}")
+    return "; ".join(out) or "(gone by now)"
+
+
 def no_steps_left(run_dir: Path) -> bool:
     deadline = time.monotonic() + 15
     while steps_of(run_dir) and time.monotonic() < deadline:
@@ -315,7 +328,8 @@ def test_resume_after_kill_9(toy, runs_dir, scientist_cli, victim):
     assert rows[victim] == (victim, victim, "running")
     # proposals made ahead are in flight too (approved, or still being made)
     assert all(r[2] in ("running", "pending") for r in rows[victim:])
-    assert no_steps_left(runs_dir / "r"), "the training step outlived its orchestrator"
+    assert no_steps_left(runs_dir / "r"), ("the training step outlived its orchestrator: "
+                                           + described(steps_of(runs_dir / "r")))
     resume_finishes(runs_dir, scientist_cli, iterations=2, in_flight=victim)
 
 
