@@ -70,7 +70,7 @@ from scientist.harness import judge
 
 EVAL_EXECUTIONS = {"test": 16, "smoke": 256, "full": 1024}
 HC_SIGMAS = {"test": [0.1], "smoke": [0.03, 0.1, 0.3], "full": [0.01, 0.03, 0.1, 0.3, 1.0]}
-HC_PARALLEL = {"test": 8, "smoke": 64, "full": 256}
+HC_PARALLEL = {"test": 8, "smoke": 16, "full": 256}  # = train.py's parallel: same sequential depth
 EVAL_SEED = 20221122  # the evaluation seed when run by hand (the framework passes the run's secret)
 GROUPS = ("drawn", "holdout", "best", "frozen")  # the groups of lanes of a task, each with its own seeds
 BLOCK = 2**16  # environment seeds per group: CartPole seeds its lane i with seed + i

@@ -30,6 +30,7 @@ class SRWMNet:
     def __init__(self, sizes, init_scale: float = 1.0):
         self.sizes = list(sizes)
         self.init_scale = init_scale
+        self._blocks = {}
 
     def rows(self, i: int) -> int:
         return self.sizes[i + 1] + 2 * self.sizes[i] + 4
@@ -48,15 +49,20 @@ class SRWMNet:
     def layer_step(self, w: torch.Tensor, x: torch.Tensor, out_size: int):
         """One SRWM layer on x (B, I) with W (B, O+2I+4, I): returns (new W, y (B, O))."""
         inp = w.shape[2]
-        z = torch.einsum("bri,bi->br", w, torch.tanh(x))  # (7.1)
-        y, k, q, beta = torch.split(z, [out_size, inp, inp, 4], dim=1)
-        kk = torch.tanh(k)
-        vbar = torch.einsum("bri,bi->br", w, kk)  # (7.2)
-        v = torch.einsum("bri,bi->br", w, torch.tanh(q))  # (7.3)
-        lr = torch.sigmoid(beta).repeat_interleave(  # per-block learning rate, one per row
-            torch.tensor([out_size, inp, inp, 4], device=w.device), dim=1)
-        delta = (lr * (torch.tanh(v) - torch.tanh(vbar)))[:, :, None] * kk[:, None, :]  # (7.4)
+        z = torch.bmm(w, torch.tanh(x)[:, :, None])[:, :, 0]  # (7.1): (B, O+2I+4)
+        y, kq, beta = torch.split(z, [out_size, 2 * inp, 4], dim=1)
+        kq = torch.tanh(kq).view(-1, 2, inp)  # psi(k), psi(q): (B, 2, I)
+        vv = torch.tanh(torch.bmm(kq, w.transpose(1, 2)))  # (7.2), (7.3): psi(vbar), psi(v) (B, 2, R)
+        lr = torch.sigmoid(beta).repeat_interleave(self.blocks(out_size, inp, w.device), dim=1)
+        delta = torch.bmm((lr * (vv[:, 1] - vv[:, 0]))[:, :, None], kq[:, :1])  # (7.4): (B, R, I)
         return w + delta, y
+
+    def blocks(self, out_size: int, inp: int, device) -> torch.Tensor:
+        """Rows per learning rate: the blocks of W producing y, k, q and beta (cached)."""
+        key = (out_size, inp, str(device))
+        if key not in self._blocks:
+            self._blocks[key] = torch.tensor([out_size, inp, inp, 4], device=device)
+        return self._blocks[key]
 
     def step(self, weights: list[torch.Tensor], x: torch.Tensor):
         """One environment step of B solutions: (new weights, logits (B, actions))."""

@@ -33,7 +33,8 @@ from srwm import SRWMNet
 @dataclass
 class Args:
     # --- sizes: set by the scale presets below ---
-    parallel: int = 64  # executions per generation, run side by side (batched)
+    parallel: int = 64  # executions per generation, run side by side (batched); Alg. 12 runs one at a
+    # time: fewer per generation = more rounds of selection within the same budget (smoke: 16)
     capacity: int = 100  # solutions kept per bucket, most recently used first (App. E.1: 100)
     log_every: int = 4  # print every this many generations
     # --- hyperparameters (the offline proposer mutates these defaults; presets never touch them) ---
@@ -49,7 +50,7 @@ class Args:
 # Presets override only size fields, never the hyperparameters above.
 SCALES = {
     "test": dict(parallel=8, capacity=10, log_every=1),
-    "smoke": dict(parallel=64, capacity=100, log_every=8),
+    "smoke": dict(parallel=16, capacity=100, log_every=32),
     "full": dict(parallel=256, capacity=100, log_every=16),
 }
 
