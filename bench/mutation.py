@@ -62,6 +62,7 @@ SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "reply parsing": ("scientist/llm_proposer.py", ("scientist.llm_proposer.*",)),
     "redaction": ("scientist/redaction.py", ("scientist.redaction.*",)),
     "budgets: run": ("scientist/run.py", ("scientist.run.xǁRunǁ_check_budget__mutmut_*",
+                                          "scientist.run.xǁRunǁover_time_budget__mutmut_*",
                                           "scientist.run.xǁRunǁ_duration__mutmut_*",
                                           "scientist.run.xǁRunǁrepair_target__mutmut_*",
                                           "scientist.run.xǁRunǁrepair_depth__mutmut_*")),
