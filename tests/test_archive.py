@@ -321,3 +321,58 @@ def test_an_archive_from_before_the_integrity_columns_gets_them(tmp_path):
 
 def test_the_archive_is_in_wal_mode(archive):
     assert archive.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- the record as it stood: sequence numbers (what a proposal made ahead was made from) -----
+
+
+def test_the_record_as_it_stood_when_each_parent_was_selected(archive):
+    from scientist.jobs import job
+
+    a = archive
+    base = a.new_variant(None, 0, status=RUNNING, commit="c0")
+    a.finish(base.id, ok_result(1.0), DONE)
+    assert a.seq() == 1 and a.seen(base.id) is None  # the baseline is not selected
+    v1 = a.select(0, 1, rng_state=[3, [1, 2], None])
+    v2 = a.select(0, 2)
+    assert (v1.status, v1.parent_id, v1.iteration, a.seen(v1.id), a.seen(v2.id)) == (PENDING, 0, 1, 1, 1)
+    assert a.rng_state(v1.id) == [3, [1, 2], None] and a.rng_state(v2.id) is None
+    assert a.seen(99) is None and a.rng_state(99) is None
+    assert a.history(1) == [a.get(0)]  # selected, nothing proposed yet: not in the record
+    a.propose(v1.id, RUNNING, jobs=[job(v1.id, 0), job(v1.id, 1)], commit="c1", hypothesis="h1")
+    assert a.rng_state(v1.id) is None  # the proposal has drawn from the stream: nothing to replay
+    assert [(j.variant_id, j.seed) for j in a.jobs.of_variant(v1.id)] == [(v1.id, 0), (v1.id, 1)]
+    a.propose(v2.id, "invalid", error="no edit blocks")  # finished at once: not run
+    assert a.seq() == 3
+    v3 = a.select(0, 3)
+    assert a.seen(v3.id) == 3
+    assert a.staleness() == {v1.id: 0, v2.id: 1, v3.id: 1}  # v1 still running when v2, v3 were selected
+    a.finish(v1.id, ok_result(2.0), DONE)
+    a.propose(v3.id, RUNNING, commit="c3")
+    assert a.seq() == 5
+    # v1's result (4) came after v3's selection (3): v3 did not see it; v2's (3) it did
+    assert a.staleness() == {v1.id: 0, v2.id: 1, v3.id: 1}
+
+    def seen_as(n):
+        return [(v.id, v.status, v.fitness, v.commit) for v in a.history(n)]
+
+    assert seen_as(1) == [(0, DONE, 1.0, "c0")]
+    assert seen_as(2) == [(0, DONE, 1.0, "c0"), (1, RUNNING, None, "c1")]
+    assert seen_as(3) == [(0, DONE, 1.0, "c0"), (1, RUNNING, None, "c1"), (2, "invalid", None, None)]
+    assert seen_as(4) == [(0, DONE, 1.0, "c0"), (1, DONE, 2.0, "c1"), (2, "invalid", None, None)]
+    assert seen_as(5) == seen_as(None) == [(v.id, v.status, v.fitness, v.commit) for v in a.all()]
+    running = a.history(3)[1]
+    assert (running.result, running.metrics, running.fitness_n, running.finished_at) == (None, {}, 0, None)
+    assert a.history(2)[1].hypothesis == "h1"  # what was proposed is shown, the result is not
+    assert a.history(3)[2].error == "no edit blocks"
+
+
+def test_variants_from_before_sequence_numbers_are_always_in_the_record(archive):
+    a = archive
+    done = a.new_variant(None, 0, status=RUNNING, commit="c0")
+    a.record_result(done.id, ok_result(1.0), DONE)  # no sequence number: finished before any
+    running = a.new_variant(0, 1, status=RUNNING, commit="c1")  # in flight, proposed
+    a.new_variant(0, 2)  # pending, never proposed (no commit): not in the record
+    assert a.seq() == 0
+    assert [(v.id, v.status, v.fitness) for v in a.history(0)] == [(0, DONE, 1.0), (running.id, RUNNING, None)]
+    assert a.staleness() == {}  # none was selected with a `seen`

@@ -249,6 +249,7 @@ def test_a_failure_without_a_commit_or_a_parent_is_not_repaired(toy, make_run):
     run2, _ = llm_run(make_run, toy, max_repairs=2, run_id="r2")
     run2.archive.new_variant(None, 0, status=FAILED, commit="base")  # the baseline itself
     assert run2.repair_target() is None
+    assert run2.repair_depth(run2.archive.get(0)) == 1  # its lineage ends with it
     run3, _ = llm_run(make_run, toy, max_repairs=2, run_id="r3")
     assert run3.repair_target() is None  # an empty archive
 

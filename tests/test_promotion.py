@@ -198,3 +198,32 @@ def test_a_stopped_comparison_is_recorded_and_logged(world):
     sealed = p.stop(p.open_sealed(), "no time left for the sealed test")
     assert sealed.decision == NOT_IMPROVED
     assert [c.decision for c in p.comparisons(SEALED)] == [NOT_IMPROVED]
+
+
+def test_the_margin_counts_the_seeds_shared_with_the_best_and_is_zero_without_a_noise_floor(world):
+    a, p = world
+    sd = 0.12909944487358055  # the baseline's four seeds
+    three = a.get(add(a, 0, {0: 2.0, 1: 2.0, 9: 2.0}))  # seed 9 is not the baseline's: 2 shared
+    assert p.margin(three) == pytest.approx(sd * (2 / 2) ** 0.5)
+    apart = a.get(add(a, 0, {7: 2.0, 8: 2.0, 9: 2.0}))  # none shared: its own 3 seeds count
+    assert p.margin(apart) == pytest.approx(sd * (2 / 3) ** 0.5)
+    assert Promotion(a, Design(screen=0.0)).margin(three) == 0.0  # screen 0: any lead is tested
+    a.update(0, integrity="suspicious")  # no confirmed best: nothing to be a margin over
+    assert p.margin(three) == 0.0
+
+
+def test_a_one_seed_baseline_has_no_noise_floor_and_no_margin(archive):
+    add(archive, None, {0: 1.0})
+    p = Promotion(archive, DESIGN)
+    v = archive.get(add(archive, 0, {0: 2.0}))
+    assert p.noise() is None and p.margin(v) == 0.0
+    assert p.lead(v) == pytest.approx(1.0)
+
+
+def test_the_confirmation_in_progress_is_the_open_one(world):
+    a, p = world
+    assert p.in_progress() is None
+    c = p.open(a.get(add(a, 0, {0: 2.0, 1: 2.0})))
+    assert p.in_progress().id == c.id
+    p.stop(c, "budget")
+    assert p.in_progress() is None
