@@ -394,6 +394,9 @@ def test_comparisons_round_trip_and_unknown_fields_are_errors(archive):
     with pytest.raises(KeyError) as e:
         archive.update_comparison(cid, id=7)
     assert str(e.value) == "\"archive has no comparison field(s) ['id']\""
+    with pytest.raises(KeyError) as e:  # the id is a field, only not one to set: the unknown one is named
+        archive.update_comparison(cid, id=7, nonsense=1)
+    assert str(e.value) == "\"archive has no comparison field(s) ['nonsense']\""
     archive.jobs.add([job(1, 4, cid)])  # the jobs table shares the archive's transactions
     assert [(j.variant_id, j.seed, j.comparison_id) for j in archive.jobs.of_comparison(cid)] == [(1, 4, cid)]
 
