@@ -314,13 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test only the last run's survivors again (after changing tests, not code)")
     p.add_argument("--tests", help="comma-separated test files: run only these (a module's own tests: "
-                   "minutes instead of hours), in a copy of the checkout kept in mutants-own/; pass the same "
-                   "--tests to --report, --keep and --rerun-survivors")
+                   "minutes instead of hours), in a copy of the checkout kept in mutants-own/; pass --tests "
+                   "again to --report, --keep, --rerun-survivors and --equivalent")
     p.add_argument("--show", action="store_true", help="print the diff of every survivor not listed")
     p.add_argument("--equivalent", nargs=2, action="append", metavar=("NAME", "WHY"), default=[],
                    help="list surviving mutant NAME as equivalent, for the one-line reason WHY (no run)")
     a = p.parse_args(argv)
+    global WORK
     if a.equivalent:
+        if a.tests:
+            WORK = ROOT / OWN
         add_equivalents(a.equivalent)
         return 0
 
@@ -331,7 +334,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [x for x in labels if x not in SCOPES]
     if unknown:
         p.error(f"unknown module(s) {unknown}; known: {', '.join(SCOPES)}")
-    global WORK
     if a.ci and not a.report:
         WORK = scratch_copy(labels)
     elif a.tests:
@@ -366,7 +368,9 @@ def measure(a: argparse.Namespace, labels: list[str]) -> int:
         if names:
             print(f"mutmut: {len(names)} mutant name(s)/pattern(s), {a.max_children} at a time; log in {log}",
                   flush=True)
-            seconds = run_mutmut(names, a.max_children, log, keep=a.keep or a.rerun_survivors)
+            # --rerun-survivors: which tests reach which function is measured again, since changed tests
+            # may reach more (mutmut's record of a test it has seen is not renewed when the test changes)
+            seconds = run_mutmut(names, a.max_children, log, keep=a.keep)
     tallies, problems = tally(labels, results(), equivalents)
     print_table(tallies)
     if seconds is not None:
