@@ -207,6 +207,8 @@ def test_the_margin_counts_the_seeds_shared_with_the_best_and_is_zero_without_a_
     assert p.margin(three) == pytest.approx(sd * (2 / 2) ** 0.5)
     apart = a.get(add(a, 0, {7: 2.0, 8: 2.0, 9: 2.0}))  # none shared: its own 3 seeds count
     assert p.margin(apart) == pytest.approx(sd * (2 / 3) ** 0.5)
+    alone = a.get(add(a, 0, {9: 2.0}))
+    assert p.margin(alone) == pytest.approx(sd * 2 ** 0.5)
     assert Promotion(a, Design(screen=0.0)).margin(three) == 0.0  # screen 0: any lead is tested
     a.update(0, integrity="suspicious")  # no confirmed best: nothing to be a margin over
     assert p.margin(three) == 0.0
@@ -227,3 +229,110 @@ def test_the_confirmation_in_progress_is_the_open_one(world):
     assert p.in_progress().id == c.id
     p.stop(c, "budget")
     assert p.in_progress() is None
+
+
+def test_the_design_a_runs_settings_ask_for_and_the_settings_it_refuses():
+    from scientist.config import RunConfig
+    from scientist.errors import ScientistError
+    from scientist.seed import Scale
+
+    scale = Scale("test", timeout=60, memory_mb=512, training_seeds=3, iterations=2)
+    d = Design.for_run(RunConfig(alpha=0.1, max_confirm_seeds=6, confirm_share=0.25, confirm_screen=0.5,
+                                 sealed_seeds=5), scale, noise_seeds=4)
+    assert d == Design(alpha=0.1, max_seeds=6, batch=3, first_look=4, share=0.25, sealed_seeds=5, screen=0.5)
+    assert Design.for_run(RunConfig(), scale, noise_seeds=7).sealed_seeds == 7  # default: the noise seeds
+    assert Design.for_run(RunConfig(confirm_share=1.0, max_confirm_seeds=2, sealed_seeds=2), scale, 4).share == 1.0
+    for settings, message in (
+            ({"alpha": 0.0}, "alpha must be between 0 and 1, not 0.0"),
+            ({"alpha": 1.0}, "alpha must be between 0 and 1, not 1.0"),
+            ({"max_confirm_seeds": 1}, "max_confirm_seeds must be at least 2 (a paired t-test needs two pairs), not 1"),
+            ({"confirm_share": 0.0}, "confirm_share must be in (0, 1], not 0.0"),
+            ({"confirm_share": 1.5}, "confirm_share must be in (0, 1], not 1.5"),
+            ({"sealed_seeds": 1}, "sealed_seeds must be at least 2, not 1")):
+        with pytest.raises(ScientistError) as e:
+            config = RunConfig()
+            for k, v in settings.items():
+                object.__setattr__(config, k, v)  # past RunConfig's own range check
+            Design.for_run(config, scale, noise_seeds=4)
+        assert str(e.value) == message
+    with pytest.raises(ScientistError, match="sealed_seeds must be at least 2, not 1"):
+        Design.for_run(RunConfig(), scale, noise_seeds=1)  # no sealed_seeds: the noise seeds', 1
+
+
+def test_the_noise_floor_and_what_the_run_can_detect(world):
+    from scientist.stats import detectable
+
+    a, p = world
+    n = p.noise()
+    assert (n.sd, n.n) == (pytest.approx(0.12909944487358055), 4)
+    assert n.detectable == pytest.approx(detectable(2 ** 0.5 * n.sd, DESIGN.level(1), DESIGN.max_seeds))
+    assert n.describe("m", DESIGN) == (
+        "noise floor: m has sd 0.1291 between the baseline's 4 training seeds; the smallest improvement this run "
+        f"can confirm is about {n.detectable:.4f} (80% power at a first attempt with 8 paired seeds)")
+
+
+def test_what_the_claim_says_of_a_promotion_and_a_failed_sealed_test(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    c = p.record(c, *batch(p.next_seeds(c), 1.0, [0.5, 0.5]), seconds=3.0)
+    c = p.record(c, *batch(p.next_seeds(c), 1.0, [0.5, 0.5]), seconds=4.5)
+    assert (c.decision, c.reason) == (PROMOTED, "paired difference +0.5 over 4 fresh seeds, p = 0 ≤ 0.00833")
+    assert (c.evaluations, p.seconds(), p.next_seeds(c)) == (8, 7.5, [])  # decided: no more seeds
+    a.log("untested", "a lead left untested: the confirmation budget is used up", 2)
+    claim = ("Confirmed best: v0001, m 2.0000 (raw, 2 seeds); promoted against v0000 by +0.5000 over 4 fresh "
+             "paired seeds, p = 0 (1 raw lead tested on fresh paired seeds (8 extra training runs), 1 more left "
+             "untested (budget)).")
+    assert p.claim("m") == claim + " No sealed test yet."
+    s = p.open_sealed()
+    assert p.open_sealed().id == s.id and p.sealed() is None  # an open one is continued, not decided yet
+    s = p.record(s, *batch(p.next_seeds(s), 1.0, [-0.1] * 4))
+    sealed = "paired difference -0.1, 95% CI [-0.1000, -0.1000], one-sided p = 1 > 0.05 over 4 fresh seeds"
+    assert (s.decision, s.reason) == (NOT_IMPROVED, sealed)
+    assert p.claim("m") == claim + (" Sealed test against v0000: -0.1000, 95% CI [-0.1000, -0.1000], one-sided "
+                                    "p = 1 over 4 fresh seeds: not improved.")
+    assert (a.events()[-1]["kind"], a.events()[-1]["text"]) == ("sealed: not improved", sealed)
+
+
+def test_a_seed_failing_in_the_sealed_test_is_no_improvement(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    s = p.open_sealed()
+    seeds = p.next_seeds(s)
+    s = p.record(s, result({k: 2.0 for k in seeds}), result({k: 1.0 for k in seeds}, crash=seeds[2]))
+    assert (s.decision, s.reason) == (NOT_IMPROVED, "the incumbent failed on a fresh seed: seed 10: crash: boom")
+
+
+def test_when_lower_is_better(tmp_path):
+    a = Archive(tmp_path / "min.sqlite", maximize=False)
+    try:
+        add(a, None, {0: 1.0, 1: 1.2, 2: 1.1, 3: 0.9})
+        p = Promotion(a, DESIGN)
+        worse, better = add(a, 0, {0: 1.5, 1: 1.5}), add(a, 0, {0: 0.5, 1: 0.6})
+        assert p.lead(a.get(worse)) is None and p.lead(a.get(better)) == pytest.approx(0.55)
+        keys = p.selection_keys()  # larger is better: minus the value, a lucky lead reduced
+        se = p.noise().sd * (1 / 2 + 1 / 4) ** 0.5
+        assert keys[worse] == -1.5 and keys[better] == pytest.approx(-1.05 + 0.5 - 2 * se)
+        c = p.open(a.get(better))
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [-0.3, -0.3]))
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [-0.3, -0.3]))
+        assert c.decision == PROMOTED and p.best().id == better
+        futile = p.open(a.get(add(a, 0, {0: 0.1, 1: 0.1})))
+        futile = p.record(futile, *batch(p.next_seeds(futile), 1.0, [0.2, 0.1]))
+        assert futile.decision == NOT_CONFIRMED and futile.reason.startswith("futility: paired difference +0.15")
+    finally:
+        a.close()
+
+
+def test_without_a_noise_floor_a_lead_is_reduced_by_the_two_variants_own_errors(archive):
+    add(archive, None, {0: 1.0})  # one seed: no spread, no noise floor
+    p = Promotion(archive, DESIGN)
+    v = add(archive, 0, {0: 2.0, 1: 2.4})
+    se = (0.2 ** 2 + 0.0) ** 0.5  # v's standard error 0.2; the baseline has none
+    assert p.selection_keys()[v] == pytest.approx(1.0 + (1.2 - 2 * se))
+    archive.update(0, integrity="violated")  # no confirmed best left
+    with pytest.raises(ValueError, match="no confirmed best to challenge"):
+        p.open(archive.get(v))
