@@ -633,3 +633,31 @@ def test_read_verdict(tmp_path, text, verdict):
 def test_free_bytes(tmp_path):
     assert _free_bytes(tmp_path) > 0
     assert _free_bytes(tmp_path / "does-not-exist") == 1 << 62
+
+
+def test_a_seed_job_runs_once_in_its_folder_with_its_gpus(learner_seed, tmp_path):
+    # the scheduler's unit of work: one training seed, its own folder, the GPUs it was given
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    s = b.evaluator.run_seed(b.root, 3, tmp_path / "job", gpus=("1",))
+    assert s.ok and s.seed == 3 and s.metrics["neg_mse"] < 0
+    assert (tmp_path / "job" / "metrics.json").is_file() and not (tmp_path / "job" / "seed-3").exists()
+    assert [(st.kind, st.gpus) for st in sb.steps] == [("train", ("1",)), ("learner", ("1",)), ("evaluate", ("1",))]
+    assert sb.steps[-1].env[EVAL_SET_ENV] == "fitness"
+    fit = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[3]).seeds[0]
+    assert fit.metrics == s.metrics  # the same seed's job as evaluate runs it
+    sealed = b.evaluator.run_seed(b.root, 3, tmp_path / "sealed-job", eval_set="sealed")
+    assert sb.steps[-1].env[EVAL_SET_ENV] == "sealed" and sb.steps[-1].gpus is None
+    assert sealed.metrics != s.metrics
+
+
+def test_the_socket_folder_is_short_named_in_the_system_temporary_folder_and_removed(learner_seed, tmp_path):
+    import tempfile
+
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path / ("deep" * 30), sandbox=sb)  # the run's folder may be long
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    (ipc,) = {st.ipc for st in sb.steps if st.ipc is not None}
+    assert ipc.parent == Path(tempfile.gettempdir()) and ipc.name.startswith("scientist-ipc-")
+    assert len(str(ipc / "learner.sock")) < 100  # a Unix socket's path is limited to about 100 bytes
+    assert not ipc.exists()
