@@ -639,10 +639,12 @@ def test_a_seed_job_runs_once_in_its_folder_with_its_gpus(learner_seed, tmp_path
     # the scheduler's unit of work: one training seed, its own folder, the GPUs it was given
     sb = Wrapped()
     b = Bench(learner_seed, tmp_path, sandbox=sb)
+    b.evaluator.threads = 3
     s = b.evaluator.run_seed(b.root, 3, tmp_path / "job", gpus=("1",))
     assert s.ok and s.seed == 3 and s.metrics["neg_mse"] < 0
     assert (tmp_path / "job" / "metrics.json").is_file() and not (tmp_path / "job" / "seed-3").exists()
-    assert [(st.kind, st.gpus) for st in sb.steps] == [("train", ("1",)), ("learner", ("1",)), ("evaluate", ("1",))]
+    assert [(st.kind, st.gpus, st.threads) for st in sb.steps] == [
+        ("train", ("1",), 3), ("learner", ("1",), 3), ("evaluate", ("1",), 3)]
     assert sb.steps[-1].env[EVAL_SET_ENV] == "fitness"
     fit = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[3]).seeds[0]
     assert fit.metrics == s.metrics  # the same seed's job as evaluate runs it
