@@ -663,3 +663,18 @@ def test_the_socket_folder_is_short_named_in_the_system_temporary_folder_and_rem
     assert ipc.parent == Path(tempfile.gettempdir()) and ipc.name.startswith("scientist-ipc-")
     assert len(str(ipc / "learner.sock")) < 100  # a Unix socket's path is limited to about 100 bytes
     assert not ipc.exists()
+
+
+def test_the_learner_is_ended_when_the_judge_is_done(learner_seed, tmp_path):
+    # a learner whose code lingers after the judge hung up (a thread, an atexit hook) must not
+    # hold the seed until its time limit: its step gets a cancel event, set when the judge ends
+    class Cancels(Wrapped):
+        def run(self, step, cancel=None):
+            if step.kind == "learner":
+                self.cancel = cancel
+            return super().run(step, cancel)
+
+    sb = Cancels()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    assert isinstance(sb.cancel, threading.Event) and sb.cancel.is_set()
