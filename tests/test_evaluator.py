@@ -678,3 +678,34 @@ def test_the_learner_is_ended_when_the_judge_is_done(learner_seed, tmp_path):
     b = Bench(learner_seed, tmp_path, sandbox=sb)
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
     assert isinstance(sb.cancel, threading.Event) and sb.cancel.is_set()
+
+
+def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(learner_seed, tmp_path):
+    # the sandbox ends the learner at its limit; the judge then finds no learner (a crash to it)
+    from scientist.sandbox import StepOutcome
+
+    class LearnerTimesOut(Wrapped):
+        def run(self, step, cancel=None):
+            if step.kind == "learner":
+                return StepOutcome("timeout", None, 60.0, 4321.0, "time limit of 60 s reached")
+            return super().run(step, cancel)
+
+    b = Bench(learner_seed, tmp_path, sandbox=LearnerTimesOut())
+    (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
+    assert (s.status, s.reason) == (SEED_TIMEOUT, "timeout: the learner: time limit of 60 s reached")
+    assert s.peak_rss_mb == 4321.0  # the learner's, the largest of the seed's steps
+
+
+def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_seed, tmp_path, monkeypatch):
+    rmtree = shutil.rmtree
+
+    def stubborn(path, ignore_errors=False):  # shutil.rmtree, for a folder someone else still holds
+        if Path(path).name.startswith("scientist-ipc-"):
+            if not ignore_errors:
+                raise PermissionError(f"cannot remove {path}")
+            return
+        rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
+    b = Bench(learner_seed, tmp_path)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
