@@ -709,3 +709,14 @@ def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_s
     monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
     b = Bench(learner_seed, tmp_path)
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+
+
+def test_a_framework_error_in_the_learners_thread_is_raised_not_blamed_on_the_variant(learner_seed, tmp_path):
+    # it was printed by the thread, the judge found no learner, and the variant was called a crash
+    def broken(step):
+        if step.kind == "learner":
+            raise RuntimeError("a bug in the learner's step")
+
+    b = Bench(learner_seed, tmp_path, sandbox=Wrapped(broken))
+    with pytest.raises(RuntimeError, match="a bug in the learner's step"):
+        b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])
