@@ -134,11 +134,12 @@ def run_mutmut(names: list[str], max_children: int, log: Path, keep: bool = Fals
     return seconds
 
 
-def scratch_copy(labels: list[str], tests: tuple[str, ...] = CI_TESTS, dst: Path | None = None,
+def scratch_copy(labels: list[str] | None, tests: tuple[str, ...] = CI_TESTS, dst: Path | None = None,
                  tight: bool = True) -> Path:
     """A copy of the checkout's files (as they are now) whose [tool.mutmut] mutates only the
-    files of `labels` and runs only `tests`; in `dst` (kept, refreshed) or a new temporary
-    folder. `tight`: CI's shorter limit for a mutant that loops forever."""
+    files of `labels` (None: all of the core's, as mutmut never mutates a file it has copied
+    unmutated) and runs only `tests`; in `dst` (kept, refreshed) or a new temporary folder.
+    `tight`: CI's shorter limit for a mutant that loops forever."""
     if dst is None:
         dst = Path(tempfile.mkdtemp(prefix="scientist-mutation-"))
     dst.mkdir(exist_ok=True)
@@ -154,7 +155,8 @@ def scratch_copy(labels: list[str], tests: tuple[str, ...] = CI_TESTS, dst: Path
                 shutil.copy2(ROOT / f, dst / f)
     text = (dst / "pyproject.toml").read_text()
     config = tomllib.loads(text)["tool"]["mutmut"]
-    config["only_mutate"] = sorted({SCOPES[label][0] for label in labels})
+    if labels is not None:
+        config["only_mutate"] = sorted({SCOPES[label][0] for label in labels})
     config["pytest_add_cli_args_test_selection"] = list(tests)
     # a mutant that loops forever is stopped after 2 x 4 x (its tests' usual time + 1 s) of CPU,
     # not mutmut's 2 x 15 x: with these tests' tenths of a second that is 8 s instead of 30 s
@@ -167,16 +169,6 @@ def scratch_copy(labels: list[str], tests: tuple[str, ...] = CI_TESTS, dst: Path
     section = "[tool.mutmut]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
     (dst / "pyproject.toml").write_text(text[:start] + section + (text[end:] if end != -1 else ""))
     return dst
-
-
-def recorded_labels() -> list[str]:
-    """Modules whose files the last run in WORK mutated (kept when --keep adds others)."""
-    try:
-        text = (WORK / "pyproject.toml").read_text()
-    except OSError:
-        return []
-    files = set(tomllib.loads(text)["tool"]["mutmut"].get("only_mutate", []))
-    return [label for label, (path, _) in SCOPES.items() if path in files]
 
 
 def results() -> dict[str, tuple[str, str]]:
@@ -340,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         WORK = ROOT / OWN
         if not a.report:  # the copy's files as they are now (mutmut remakes mutants of changed ones)
             tests = tuple(t.strip() for t in a.tests.split(","))
-            scratch_copy(sorted({*labels, *recorded_labels()}) if a.keep or a.rerun_survivors else labels,
-                         tests, dst=WORK, tight=False)
+            scratch_copy(None, tests, dst=WORK, tight=False)
     try:
         return measure(a, labels)
     finally:
