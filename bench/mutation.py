@@ -15,6 +15,7 @@ mutants the tests kill.
     python bench/mutation.py --report [--show]      # the table of the last run; --show: survivors' diffs
     python bench/mutation.py --ci                   # CI's subset; exit 1 on a survivor not listed
     python bench/mutation.py --tests tests/test_archive.py --modules archive   # with its own tests only
+                                                    # (one kept copy per set of tests: mutants-own-NAMES/)
 
 Which files mutmut changes and which tests it runs are `[tool.mutmut]` in pyproject.toml
 (the fast tests only: no seed training, no Docker). Work happens in `mutants/` at the top
@@ -49,7 +50,13 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT  # where mutmut runs: the checkout, or (--ci) a scratch copy of it
 EQUIVALENTS = ROOT / "bench" / "mutation_equivalents.toml"
-OWN = "mutants-own"  # --tests: the kept copy of the checkout that runs only the given tests
+OWN = "mutants-own"  # --tests: kept copies of the checkout that run only the given tests
+
+
+def own_copy(tests: str) -> Path:
+    """The kept copy for this set of tests: one per set, since mutmut forgets every result
+    when its test selection changes."""
+    return ROOT / (OWN + "-" + "+".join(sorted(Path(t.strip()).stem for t in tests.split(","))))
 TARGET = 0.85  # issue 19: at least this share of the core's mutants killed
 
 # module label -> (file, mutant-name globs). Whole modules, except where only a part of a
@@ -306,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test only the last run's survivors again (after changing tests, not code)")
     p.add_argument("--tests", help="comma-separated test files: run only these (a module's own tests: "
-                   "minutes instead of hours), in a copy of the checkout kept in mutants-own/; pass --tests "
-                   "again to --report, --keep, --rerun-survivors and --equivalent")
+                   "minutes instead of hours), in a copy of the checkout kept in mutants-own-NAMES/; pass "
+                   "the same --tests again to --report, --keep, --rerun-survivors and --equivalent")
     p.add_argument("--show", action="store_true", help="print the diff of every survivor not listed")
     p.add_argument("--equivalent", nargs=2, action="append", metavar=("NAME", "WHY"), default=[],
                    help="list surviving mutant NAME as equivalent, for the one-line reason WHY (no run)")
@@ -315,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     global WORK
     if a.equivalent:
         if a.tests:
-            WORK = ROOT / OWN
+            WORK = own_copy(a.tests)
         add_equivalents(a.equivalent)
         return 0
 
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.ci and not a.report:
         WORK = scratch_copy(labels)
     elif a.tests:
-        WORK = ROOT / OWN
+        WORK = own_copy(a.tests)
         if not a.report:  # the copy's files as they are now (mutmut remakes mutants of changed ones)
             tests = tuple(t.strip() for t in a.tests.split(","))
             scratch_copy(None, tests, dst=WORK, tight=False)
