@@ -334,5 +334,148 @@ def test_without_a_noise_floor_a_lead_is_reduced_by_the_two_variants_own_errors(
     se = (0.2 ** 2 + 0.0) ** 0.5  # v's standard error 0.2; the baseline has none
     assert p.selection_keys()[v] == pytest.approx(1.0 + (1.2 - 2 * se))
     archive.update(0, integrity="violated")  # no confirmed best left
-    with pytest.raises(ValueError, match="no confirmed best to challenge"):
+    with pytest.raises(ValueError) as e:
         p.open(archive.get(v))
+    assert str(e.value) == "there is no confirmed best to challenge"
+
+
+# --- edges of the record: an empty archive, no best, ties, stored fields --------------------------
+
+
+def test_an_empty_archive_has_no_baseline_no_floor_and_no_claim(archive):
+    p = Promotion.of(archive)  # nothing saved: the default design
+    assert p.design == Design() and p.baseline() is None and p.best() is None and p.noise() is None
+    assert p.selection_keys() == {} and not p.sealed_due()
+    assert p.claim("m") == "No claim: the baseline was not evaluated successfully."
+
+
+def test_without_a_confirmed_best_nothing_challenges_and_selection_sees_means(world):
+    a, p = world
+    v = add(a, 0, {0: 2.0, 1: 2.0})
+    a.update(0, integrity="suspicious")
+    assert p.lead(a.get(v)) is None and not p.sealed_due()
+    assert p.selection_keys() == {v: 2.0}  # the baseline is no candidate; v's mean is not reduced
+
+
+def test_who_may_challenge_and_by_how_much(world):
+    a, p = world
+    same = add(a, 0, {0: 1.0, 1: 1.2})  # equal to the baseline on the seeds both have: no lead
+    assert p.lead(a.get(same)) is None
+    apart = add(a, 0, {7: 2.0, 8: 2.0})  # no seed shared: the means are compared
+    assert p.lead(a.get(apart)) == pytest.approx(2.0 - 1.05)
+    sus = add(a, 0, {0: 3.0, 1: 3.0})
+    a.update(sus, integrity="suspicious")
+    assert p.lead(a.get(sus)) is None
+    zero = Archive(a.path.with_name("zero.sqlite"))
+    try:
+        add(zero, None, {0: -1.0, 1: 1.0})  # a best whose mean is exactly 0
+        assert Promotion(zero, DESIGN).lead(zero.get(add(zero, 0, {5: 0.5}))) == pytest.approx(0.5)
+    finally:
+        zero.close()
+
+
+def test_the_stored_comparison_is_the_decided_one(world):
+    a, p = world
+    c = p.open(a.get(add(a, 0, {0: 2.0, 1: 2.0})))
+    c = p.record(c, *batch(p.next_seeds(c), 1.0, [0.0, 0.0]))  # no gain at all: futile
+    (stored,) = p.comparisons()
+    assert (stored.decision, stored.reason) == (NOT_CONFIRMED, c.reason)
+    assert c.reason == "futility: paired difference +0, no improvement over 2 fresh seeds"
+    assert stored.finished_at == c.finished_at
+    assert stored.finished_at is not None and p.seconds() == 0.0 and p.in_progress() is None
+
+
+def test_an_undecided_batch_leaves_no_reason_and_the_last_batch_is_cut_to_max_seeds(world):
+    a, p5 = world[0], Promotion(world[0], Design(max_seeds=5, batch=2, first_look=4))
+    c = p5.open(a.get(add(a, 0, {0: 2.0, 1: 2.0})))
+    c = p5.record(c, *batch(p5.next_seeds(c), 1.0, [0.3, -0.1]))
+    assert (c.decision, c.reason) == ("", "") and p5.comparisons()[0].reason == ""
+    c = p5.record(c, *batch(p5.next_seeds(c), 1.0, [0.2, -0.1]))
+    assert not c.decided and p5.next_seeds(c) == [8]  # 4 pairs of at most 5: one more
+
+
+def test_the_sealed_tests_reason_says_which_side_of_the_level_p_is(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    s = p.record(p.open_sealed(), *batch([8, 9, 10, 11], 1.0, [0.5] * 4))
+    assert (s.decision, s.reason) == (
+        IMPROVED, "paired difference +0.5, 95% CI [+0.5000, +0.5000], one-sided p = 0 ≤ 0.05 over 4 fresh seeds")
+
+
+def test_a_sealed_test_stopped_before_any_seed_is_claimed_as_such(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    p.stop(p.open_sealed(), "no time left for the sealed test")
+    assert p.claim("m").endswith("over 0 fresh seeds: not improved.")
+
+
+def test_a_new_best_gets_its_own_sealed_test(world):
+    a, p = world
+    v1 = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v1)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    s1 = p.record(p.open_sealed(), *batch(p.next_seeds(p.open_sealed()), 1.0, [1.0] * 4))
+    assert s1.decision == IMPROVED and not p.sealed_due()
+    old_open = a.add_comparison(kind=SEALED, challenger_id=v1.id, incumbent_id=0,
+                                                               level=0.05, started_at=0.0)
+    v2 = a.get(add(a, v1.id, {0: 4.0, 1: 4.0}))
+    c2 = p.open(v2)
+    for _ in range(2):
+        c2 = p.record(c2, *batch(p.next_seeds(c2), 1.0, [1.0, 1.0]))
+    assert p.best().id == v2.id and p.sealed_due()  # v1's sealed test is not v2's
+    s2 = p.open_sealed()
+    assert s2.challenger_id == v2.id and s2.id != old_open  # v1's open one is not continued for v2
+
+
+def test_the_claim_names_the_promotion_of_the_best_even_after_a_later_one_was_disqualified(world):
+    a, p = world
+    v1 = a.get(add(a, 0, {0: 2.0, 1: 2.0}))
+    c = p.open(v1)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    v2 = a.get(add(a, v1.id, {0: 4.0, 1: 4.0}))
+    c2 = p.open(v2)
+    for _ in range(2):
+        c2 = p.record(c2, *batch(p.next_seeds(c2), 1.0, [2.0, 2.0]))
+    a.update(v2.id, integrity="violated")  # found out later: v1 is the best again
+    assert p.best().id == v1.id
+    assert "promoted against v0000 by +1.0000" in p.claim("m")
+
+
+def test_the_claim_when_nothing_was_tested(world):
+    assert world[1].claim("m") == ("No improvement was confirmed: the best is the baseline v0000 (0 raw leads "
+                                   "tested on fresh paired seeds; none promoted at α = 0.05).")
+
+
+def test_selection_after_a_failed_confirmation_still_reduces_later_leads(world):
+    a, p = world
+    far = add(a, 0, {0: 3.0, 1: 3.1})
+    p.stop(p.open(a.get(far)), "budget")
+    later = add(a, 0, {0: 3.0, 1: 3.1})  # the same lead, untested
+    one = add(a, 0, {0: 3.0})  # one seed: a larger standard error
+    keys, sd = p.selection_keys(), p.noise().sd
+    assert keys[far] == pytest.approx(1.05)
+    assert keys[later] == pytest.approx(1.05 + (3.05 - 1.05) - 2 * sd * (1 / 2 + 1 / 4) ** 0.5)
+    assert keys[one] == pytest.approx(1.05 + (3.0 - 1.05) - 2 * sd * (1 / 1 + 1 / 4) ** 0.5)
+
+
+def test_without_a_noise_floor_both_standard_errors_count(archive):
+    add(archive, None, {0: 1.0})  # one seed: no noise floor
+    p = Promotion(archive, DESIGN)
+    v = archive.get(add(archive, 0, {0: 2.0, 1: 2.4}))  # standard error 0.2
+    c = p.open(v)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    assert p.best().id == v.id
+    w = add(archive, v.id, {0: 5.0, 1: 5.6})  # standard error 0.3
+    one = add(archive, v.id, {0: 5.0})  # none
+    keys = p.selection_keys()
+    assert keys[w] == pytest.approx(2.2 + (5.3 - 2.2) - 2 * (0.3 ** 2 + 0.2 ** 2) ** 0.5)
+    assert keys[one] == pytest.approx(2.2 + (5.0 - 2.2) - 2 * 0.2)
