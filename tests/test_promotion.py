@@ -479,3 +479,14 @@ def test_without_a_noise_floor_both_standard_errors_count(archive):
     keys = p.selection_keys()
     assert keys[w] == pytest.approx(2.2 + (5.3 - 2.2) - 2 * (0.3 ** 2 + 0.2 ** 2) ** 0.5)
     assert keys[one] == pytest.approx(2.2 + (5.0 - 2.2) - 2 * 0.2)
+
+
+def test_a_one_seed_best_counts_its_one_seed_in_the_standard_error(world):
+    a, p = world
+    v = a.get(add(a, 0, {0: 2.0}))  # trained on one seed, then confirmed
+    c = p.open(v)
+    for _ in range(2):
+        c = p.record(c, *batch(p.next_seeds(c), 1.0, [1.0, 1.0]))
+    assert p.best().id == v.id
+    w = add(a, v.id, {0: 5.0, 1: 5.2})
+    assert p.selection_keys()[w] == pytest.approx(2.0 + (5.1 - 2.0) - 2 * p.noise().sd * (1 / 2 + 1 / 1) ** 0.5)
