@@ -14,6 +14,8 @@ mutants the tests kill.
     python bench/mutation.py --rerun-survivors      # after changing tests only: test the survivors again
     python bench/mutation.py --report [--show]      # the table of the last run; --show: survivors' diffs
     python bench/mutation.py --ci                   # CI's subset; exit 1 on a survivor not listed
+    python bench/mutation.py --tests tests/test_archive.py --modules archive   # with its own tests only
+                                                    # (one kept copy per set of tests: mutants-own-NAMES/)
 
 Which files mutmut changes and which tests it runs are `[tool.mutmut]` in pyproject.toml
 (the fast tests only: no seed training, no Docker). Work happens in `mutants/` at the top
@@ -48,6 +50,13 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT  # where mutmut runs: the checkout, or (--ci) a scratch copy of it
 EQUIVALENTS = ROOT / "bench" / "mutation_equivalents.toml"
+OWN = "mutants-own"  # --tests: kept copies of the checkout that run only the given tests
+
+
+def own_copy(tests: str) -> Path:
+    """The kept copy for this set of tests: one per set, since mutmut forgets every result
+    when its test selection changes."""
+    return ROOT / (OWN + "-" + "+".join(sorted(Path(t.strip()).stem for t in tests.split(","))))
 TARGET = 0.85  # issue 19: at least this share of the core's mutants killed
 
 # module label -> (file, mutant-name globs). Whole modules, except where only a part of a
@@ -62,6 +71,7 @@ SCOPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "reply parsing": ("scientist/llm_proposer.py", ("scientist.llm_proposer.*",)),
     "redaction": ("scientist/redaction.py", ("scientist.redaction.*",)),
     "budgets: run": ("scientist/run.py", ("scientist.run.xǁRunǁ_check_budget__mutmut_*",
+                                          "scientist.run.xǁRunǁover_time_budget__mutmut_*",
                                           "scientist.run.xǁRunǁ_duration__mutmut_*",
                                           "scientist.run.xǁRunǁrepair_target__mutmut_*",
                                           "scientist.run.xǁRunǁrepair_depth__mutmut_*")),
@@ -131,10 +141,15 @@ def run_mutmut(names: list[str], max_children: int, log: Path, keep: bool = Fals
     return seconds
 
 
-def scratch_copy(labels: list[str]) -> Path:
+def scratch_copy(labels: list[str] | None, tests: tuple[str, ...] = CI_TESTS, dst: Path | None = None,
+                 tight: bool = True) -> Path:
     """A copy of the checkout's files (as they are now) whose [tool.mutmut] mutates only the
-    files of `labels` and runs only CI_TESTS."""
-    dst = Path(tempfile.mkdtemp(prefix="scientist-mutation-"))
+    files of `labels` (None: all of the core's, as mutmut never mutates a file it has copied
+    unmutated) and runs only `tests`; in `dst` (kept, refreshed) or a new temporary folder.
+    `tight`: CI's shorter limit for a mutant that loops forever."""
+    if dst is None:
+        dst = Path(tempfile.mkdtemp(prefix="scientist-mutation-"))
+    dst.mkdir(exist_ok=True)
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
     files = [f for f in listed.stdout.decode().split("\0") if f] if listed.returncode == 0 else None
     if files is None:  # not a git checkout: everything but what runs leave behind
@@ -147,13 +162,15 @@ def scratch_copy(labels: list[str]) -> Path:
                 shutil.copy2(ROOT / f, dst / f)
     text = (dst / "pyproject.toml").read_text()
     config = tomllib.loads(text)["tool"]["mutmut"]
-    config["only_mutate"] = sorted({SCOPES[label][0] for label in labels})
-    config["pytest_add_cli_args_test_selection"] = list(CI_TESTS)
+    if labels is not None:
+        config["only_mutate"] = sorted({SCOPES[label][0] for label in labels})
+    config["pytest_add_cli_args_test_selection"] = list(tests)
     # a mutant that loops forever is stopped after 2 x 4 x (its tests' usual time + 1 s) of CPU,
     # not mutmut's 2 x 15 x: with these tests' tenths of a second that is 8 s instead of 30 s
     # for each of editblocks' endless loops; a stopped mutant counts as killed, so a tighter
     # limit can never fail CI by itself
-    config["timeout_multiplier"] = 4.0
+    if tight:
+        config["timeout_multiplier"] = 4.0
     start = text.index("[tool.mutmut]")
     end = text.find("\n[", start + 1)
     section = "[tool.mutmut]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in config.items())
@@ -295,11 +312,17 @@ def main(argv: list[str] | None = None) -> int:
                    "(to measure module by module; the code must not have changed in between)")
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test only the last run's survivors again (after changing tests, not code)")
+    p.add_argument("--tests", help="comma-separated test files: run only these (a module's own tests: "
+                   "minutes instead of hours), in a copy of the checkout kept in mutants-own-NAMES/; pass "
+                   "the same --tests again to --report, --keep, --rerun-survivors and --equivalent")
     p.add_argument("--show", action="store_true", help="print the diff of every survivor not listed")
     p.add_argument("--equivalent", nargs=2, action="append", metavar=("NAME", "WHY"), default=[],
                    help="list surviving mutant NAME as equivalent, for the one-line reason WHY (no run)")
     a = p.parse_args(argv)
+    global WORK
     if a.equivalent:
+        if a.tests:
+            WORK = own_copy(a.tests)
         add_equivalents(a.equivalent)
         return 0
 
@@ -311,12 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown module(s) {unknown}; known: {', '.join(SCOPES)}")
     if a.ci and not a.report:
-        global WORK
         WORK = scratch_copy(labels)
+    elif a.tests:
+        WORK = own_copy(a.tests)
+        if not a.report:  # the copy's files as they are now (mutmut remakes mutants of changed ones)
+            tests = tuple(t.strip() for t in a.tests.split(","))
+            scratch_copy(None, tests, dst=WORK, tight=False)
     try:
         return measure(a, labels)
     finally:
-        if WORK != ROOT:
+        if a.ci and WORK != ROOT:
             shutil.rmtree(WORK, ignore_errors=True)
 
 
@@ -339,7 +366,9 @@ def measure(a: argparse.Namespace, labels: list[str]) -> int:
         if names:
             print(f"mutmut: {len(names)} mutant name(s)/pattern(s), {a.max_children} at a time; log in {log}",
                   flush=True)
-            seconds = run_mutmut(names, a.max_children, log, keep=a.keep or a.rerun_survivors)
+            # --rerun-survivors: which tests reach which function is measured again, since changed tests
+            # may reach more (mutmut's record of a test it has seen is not renewed when the test changes)
+            seconds = run_mutmut(names, a.max_children, log, keep=a.keep)
     tallies, problems = tally(labels, results(), equivalents)
     print_table(tallies)
     if seconds is not None:

@@ -264,12 +264,14 @@ class Evaluator:
                                 extra_env=sock, ipc=ipc, gpus=gpus)
         done = threading.Event()
         outcome: list[StepOutcome] = []
-        failed: list[SandboxError] = []  # the learner's sandbox failed: not the variant's fault
+        # the learner's step raised: its sandbox failed (SandboxError), or the framework did;
+        # raised here, in the caller's thread, not printed by the thread and blamed on the variant
+        failed: list[BaseException] = []
 
         def learner() -> None:
             try:
                 outcome.append(self._run(learner_step, cancel=done))
-            except SandboxError as e:
+            except BaseException as e:
                 failed.append(e)
             finally:  # tell a judge still waiting to connect that nobody will answer
                 (ipc / LEARNER_EXITED).touch()
@@ -284,7 +286,7 @@ class Evaluator:
             shutil.rmtree(ipc, ignore_errors=True)
         if failed:
             raise failed[0]
-        return ev, outcome[0] if outcome else StepOutcome("crash", None, 0.0, 0.0, "no learner")
+        return ev, outcome[0]
 
     def _step(self, kind: str, values: dict, work: Path, out: Path, d: Path,
               eval_set: str = "fitness", extra_env: dict[str, str] | None = None,

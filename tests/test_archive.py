@@ -321,3 +321,121 @@ def test_an_archive_from_before_the_integrity_columns_gets_them(tmp_path):
 
 def test_the_archive_is_in_wal_mode(archive):
     assert archive.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- the record as it stood: sequence numbers (what a proposal made ahead was made from) -----
+
+
+def test_the_record_as_it_stood_when_each_parent_was_selected(archive):
+    from scientist.jobs import job
+
+    a = archive
+    base = a.new_variant(None, 0, status=RUNNING, commit="c0")
+    a.finish(base.id, ok_result(1.0), DONE)
+    assert a.seq() == 1 and a.seen(base.id) is None  # the baseline is not selected
+    v1 = a.select(0, 1, rng_state=[3, [1, 2], None])
+    v2 = a.select(0, 2)
+    assert (v1.status, v1.parent_id, v1.iteration, a.seen(v1.id), a.seen(v2.id)) == (PENDING, 0, 1, 1, 1)
+    assert a.rng_state(v1.id) == [3, [1, 2], None] and a.rng_state(v2.id) is None
+    assert a.seen(99) is None and a.rng_state(99) is None
+    assert a.history(1) == [a.get(0)]  # selected, nothing proposed yet: not in the record
+    a.propose(v2.id, "invalid", error="no edit blocks")  # proposed first; finished at once: not run
+    a.propose(v1.id, RUNNING, jobs=[job(v1.id, 0), job(v1.id, 1)], commit="c1", hypothesis="h1")
+    assert a.rng_state(v1.id) is None  # the proposal has drawn from the stream: nothing to replay
+    assert [(j.variant_id, j.seed) for j in a.jobs.of_variant(v1.id)] == [(v1.id, 0), (v1.id, 1)]
+    assert a.seq() == 3
+    v3 = a.select(0, 3)
+    assert a.seen(v3.id) == 3
+    assert a.staleness() == {v1.id: 0, v2.id: 1, v3.id: 1}  # v1 still running when v2, v3 were selected
+    a.finish(v1.id, ok_result(2.0), DONE)
+    a.propose(v3.id, RUNNING, commit="c3")
+    assert a.seq() == 5 and a.last_iteration() == 3
+    # v1's result (4) came after v2's and v3's selections (1, 3): neither saw it; v2's (2) v3 did
+    assert a.staleness() == {v1.id: 0, v2.id: 1, v3.id: 1}
+
+    def seen_as(n):
+        return [(v.id, v.status, v.fitness, v.commit) for v in a.history(n)]
+
+    assert seen_as(1) == [(0, DONE, 1.0, "c0")]
+    assert seen_as(2) == [(0, DONE, 1.0, "c0"), (2, "invalid", None, None)]  # v1 was proposed at 3
+    assert seen_as(3) == [(0, DONE, 1.0, "c0"), (1, RUNNING, None, "c1"), (2, "invalid", None, None)]
+    assert seen_as(4) == [(0, DONE, 1.0, "c0"), (1, DONE, 2.0, "c1"), (2, "invalid", None, None)]
+    assert seen_as(5) == seen_as(None) == [(v.id, v.status, v.fitness, v.commit) for v in a.all()]
+    running = a.history(3)[1]
+    assert (running.result, running.metrics, running.fitness_n, running.finished_at) == (None, {}, 0, None)
+    assert running.hypothesis == "h1"  # what was proposed is shown, the result is not
+    assert a.history(2)[1].error == "no edit blocks"
+
+
+def test_variants_from_before_sequence_numbers_are_always_in_the_record(archive):
+    a = archive
+    assert a.last_iteration() == 0
+    done = a.new_variant(None, 0, status=RUNNING, commit="c0")
+    a.record_result(done.id, ok_result(1.0), DONE)  # no sequence number: finished before any
+    a.new_variant(0, 1)  # pending, never proposed (no commit): not in the record
+    running = a.new_variant(0, 2, status=RUNNING, commit="c2")  # in flight, proposed
+    assert a.seq() == 0 and a.last_iteration() == 2
+    assert [(v.id, v.status, v.fitness) for v in a.history(0)] == [(0, DONE, 1.0), (running.id, RUNNING, None)]
+    assert a.staleness() == {}  # none was selected with a `seen`
+
+
+def test_comparisons_round_trip_and_unknown_fields_are_errors(archive):
+    from scientist.jobs import job
+
+    cid = archive.add_comparison(kind="confirm", challenger_id=1, incumbent_id=0, level=0.01, started_at=1.0)
+    archive.update_comparison(cid, seeds=[4, 5], challenger_result=ok_result(2.0, 3.0), incumbent_result=None,
+                              decision="promoted")
+    (c,) = archive.comparisons()
+    assert (c["id"], c["seeds"], c["decision"], c["incumbent_result"], c["challenger_result"].values) == (
+        cid, [4, 5], "promoted", None, [2.0, 3.0])
+    with pytest.raises(KeyError) as e:
+        archive.add_comparison(kind="confirm", nonsense=1, other=2)
+    assert str(e.value) == "\"archive has no comparison field(s) ['nonsense', 'other']\""
+    with pytest.raises(KeyError) as e:
+        archive.update_comparison(cid, id=7)
+    assert str(e.value) == "\"archive has no comparison field(s) ['id']\""
+    with pytest.raises(KeyError) as e:  # the id is a field, only not one to set: the unknown one is named
+        archive.update_comparison(cid, id=7, nonsense=1)
+    assert str(e.value) == "\"archive has no comparison field(s) ['nonsense']\""
+    archive.jobs.add([job(1, 4, cid)])  # the jobs table shares the archive's transactions
+    assert [(j.variant_id, j.seed, j.comparison_id) for j in archive.jobs.of_comparison(cid)] == [(1, 4, cid)]
+
+
+def test_a_write_waits_for_a_readers_lock_instead_of_failing(archive):
+    # `scientist show` reads while the run writes: a lock held by it must not fail the run's write
+    assert archive.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+
+
+class StaleColumns:
+    """A connection that saw the variants table before another process (a reader opening the
+    same old archive) added the new columns to it; or whose ALTER TABLE fails otherwise."""
+
+    def __init__(self, db, old_columns, alter_error=None):
+        self.db, self.old, self.alter_error = db, old_columns, alter_error
+
+    def execute(self, sql, *args):
+        if sql.startswith("PRAGMA table_info(variants)"):
+            return iter(self.old)
+        if sql.startswith("ALTER TABLE") and self.alter_error:
+            raise sqlite3.OperationalError(self.alter_error)
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_columns_another_process_added_meanwhile_are_not_an_error(tmp_path, monkeypatch):
+    import scientist.archive as archive_mod
+
+    path = tmp_path / "old.sqlite"
+    Archive(path).close()
+    db = sqlite3.connect(path)
+    old = [r for r in db.execute("PRAGMA table_info(variants)") if r[1] not in ("seen", "rng_state")]
+    db.close()
+    connect = sqlite3.connect
+    monkeypatch.setattr(archive_mod.sqlite3, "connect", lambda *a, **k: StaleColumns(connect(*a, **k), old))
+    Archive(path).close()  # ALTER TABLE says "duplicate column": someone else added it
+    monkeypatch.setattr(archive_mod.sqlite3, "connect",
+                        lambda *a, **k: StaleColumns(connect(*a, **k), old, "disk I/O error"))
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        Archive(path)

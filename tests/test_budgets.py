@@ -249,6 +249,7 @@ def test_a_failure_without_a_commit_or_a_parent_is_not_repaired(toy, make_run):
     run2, _ = llm_run(make_run, toy, max_repairs=2, run_id="r2")
     run2.archive.new_variant(None, 0, status=FAILED, commit="base")  # the baseline itself
     assert run2.repair_target() is None
+    assert run2.repair_depth(run2.archive.get(0)) == 1  # its lineage ends with it
     run3, _ = llm_run(make_run, toy, max_repairs=2, run_id="r3")
     assert run3.repair_target() is None  # an empty archive
 
@@ -284,6 +285,7 @@ def test_unset_and_non_numeric_settings_are_not_range_checked():
     RunConfig(time_budget=None, max_cost=None, workers=None)
     cfg = RunConfig()
     cfg.iterations = True  # a bool is not a number of iterations; its type check is elsewhere
+    cfg.fme_buckets = False  # below the range if it were read as 0: its type is the problem, said elsewhere
     cfg.check()
 
 
@@ -299,3 +301,13 @@ def test_durations(text, seconds):
 def test_durations_that_are_refused(text):
     with pytest.raises(ScientistError, match=f"cannot read duration {text!r}: use e.g. 600, 90s, 10m, 2h"):
         parse_duration(text)
+
+
+def test_the_first_failure_to_end_is_repaired_first(toy, make_run):
+    run, _ = llm_run(make_run, toy, max_repairs=2)
+    a = lineage(run, [FAILED])  # v1 failed
+    late = a.get(1)
+    early = a.new_variant(0, 2, status=FAILED, commit="c0ffee")
+    a.update(early.id, finished_at=100.0)
+    a.update(late.id, finished_at=200.0)  # v1 ended after v2
+    assert run.repair_target()[0].id == early.id

@@ -633,3 +633,90 @@ def test_read_verdict(tmp_path, text, verdict):
 def test_free_bytes(tmp_path):
     assert _free_bytes(tmp_path) > 0
     assert _free_bytes(tmp_path / "does-not-exist") == 1 << 62
+
+
+def test_a_seed_job_runs_once_in_its_folder_with_its_gpus(learner_seed, tmp_path):
+    # the scheduler's unit of work: one training seed, its own folder, the GPUs it was given
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    b.evaluator.threads = 3
+    s = b.evaluator.run_seed(b.root, 3, tmp_path / "job", gpus=("1",))
+    assert s.ok and s.seed == 3 and s.metrics["neg_mse"] < 0
+    assert (tmp_path / "job" / "metrics.json").is_file() and not (tmp_path / "job" / "seed-3").exists()
+    assert [(st.kind, st.gpus, st.threads) for st in sb.steps] == [
+        ("train", ("1",), 3), ("learner", ("1",), 3), ("evaluate", ("1",), 3)]
+    assert sb.steps[-1].env[EVAL_SET_ENV] == "fitness"
+    fit = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[3]).seeds[0]
+    assert fit.metrics == s.metrics  # the same seed's job as evaluate runs it
+    sealed = b.evaluator.run_seed(b.root, 3, tmp_path / "sealed-job", eval_set="sealed")
+    assert sb.steps[-1].env[EVAL_SET_ENV] == "sealed" and sb.steps[-1].gpus is None
+    assert sealed.metrics != s.metrics
+
+
+def test_the_socket_folder_is_short_named_in_the_system_temporary_folder_and_removed(learner_seed, tmp_path):
+    import tempfile
+
+    sb = Wrapped()
+    b = Bench(learner_seed, tmp_path / ("deep" * 30), sandbox=sb)  # the run's folder may be long
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    (ipc,) = {st.ipc for st in sb.steps if st.ipc is not None}
+    assert ipc.parent == Path(tempfile.gettempdir()) and ipc.name.startswith("scientist-ipc-")
+    assert len(str(ipc / "learner.sock")) < 100  # a Unix socket's path is limited to about 100 bytes
+    assert not ipc.exists()
+
+
+def test_the_learner_is_ended_when_the_judge_is_done(learner_seed, tmp_path):
+    # a learner whose code lingers after the judge hung up (a thread, an atexit hook) must not
+    # hold the seed until its time limit: its step gets a cancel event, set when the judge ends
+    class Cancels(Wrapped):
+        def run(self, step, cancel=None):
+            if step.kind == "learner":
+                self.cancel = cancel
+            return super().run(step, cancel)
+
+    sb = Cancels()
+    b = Bench(learner_seed, tmp_path, sandbox=sb)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+    assert isinstance(sb.cancel, threading.Event) and sb.cancel.is_set()
+
+
+def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(learner_seed, tmp_path):
+    # the sandbox ends the learner at its limit; the judge then finds no learner (a crash to it)
+    from scientist.sandbox import StepOutcome
+
+    class LearnerTimesOut(Wrapped):
+        def run(self, step, cancel=None):
+            if step.kind == "learner":
+                return StepOutcome("timeout", None, 60.0, 4321.0, "time limit of 60 s reached")
+            return super().run(step, cancel)
+
+    b = Bench(learner_seed, tmp_path, sandbox=LearnerTimesOut())
+    (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
+    assert (s.status, s.reason) == (SEED_TIMEOUT, "timeout: the learner: time limit of 60 s reached")
+    assert s.peak_rss_mb == 4321.0  # the learner's, the largest of the seed's steps
+
+
+def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_seed, tmp_path, monkeypatch):
+    rmtree = shutil.rmtree
+
+    def stubborn(path, ignore_errors=False):  # shutil.rmtree, for a folder someone else still holds
+        if Path(path).name.startswith("scientist-ipc-"):
+            if not ignore_errors:
+                raise PermissionError(f"cannot remove {path}")
+            return
+        rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
+    b = Bench(learner_seed, tmp_path)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+
+
+def test_a_framework_error_in_the_learners_thread_is_raised_not_blamed_on_the_variant(learner_seed, tmp_path):
+    # it was printed by the thread, the judge found no learner, and the variant was called a crash
+    def broken(step):
+        if step.kind == "learner":
+            raise RuntimeError("a bug in the learner's step")
+
+    b = Bench(learner_seed, tmp_path, sandbox=Wrapped(broken))
+    with pytest.raises(RuntimeError, match="a bug in the learner's step"):
+        b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])

@@ -121,8 +121,11 @@ def test_no_parent_when_nothing_succeeded(archive, policy):
     with pytest.raises(NoParentError):
         policy.select(archive, random.Random(0))
     add(archive, None)
-    with pytest.raises(NoParentError, match="baseline"):
+    with pytest.raises(NoParentError) as e:
         policy.select(archive, random.Random(0))
+    assert str(e.value) == ("no successfully evaluated variant with a clean integrity label to select a "
+                            "parent from: the baseline itself failed or was labelled suspicious (see "
+                            "`scientist show RUN 0`)")  # the run stops with it: the user's next step
 
 
 def test_same_rng_seed_same_choices(archive):
