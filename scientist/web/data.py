@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 from scientist import approvals
 from scientist.archive import Archive
-from scientist.cli import UNCONFINED, all_runs, status_of  # noqa: F401 (all_runs: the app)
+from scientist.cli import UNCONFINED, all_runs, in_use, status_of  # noqa: F401 (all_runs: the app)
 from scientist.notebook import measured_delta
 from scientist.promotion import CONFIRMED, PROMOTED, RAW, Promotion
 from scientist.redaction import Redactor, redact
@@ -42,8 +42,6 @@ def version(run_dirs: list[Path]) -> str:
     """A tag that changes whenever what the live fragments show may have: the archive and
     its write-ahead log, the approval queue, the report folder, whether the run's process
     holds its lock. Unchanged: the page's fragment is answered 304 without being drawn."""
-    from scientist.cli import in_use
-
     h = hashlib.sha1()
     for d in run_dirs:
         h.update(d.name.encode())
