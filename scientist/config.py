@@ -171,9 +171,7 @@ class RunConfig:
     @property
     def approval(self) -> str:
         """`off`, `terminal` or `web`, from `approve` (older runs stored true or false)."""
-        if isinstance(self.approve, bool):
-            return "terminal" if self.approve else "off"
-        return self.approve
+        return approval_mode(self.approve)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -200,6 +198,15 @@ class RunConfig:
 
 
 APPROVAL_MODES = ("off", "terminal", "web")
+
+
+def approval_mode(approve: bool | str) -> str:
+    """The `approve` setting as a mode; runs made before `web` existed stored true or false."""
+    if isinstance(approve, bool):
+        return "terminal" if approve else "off"
+    return str(approve)
+
+
 TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 # (setting, lowest, highest or None, whether the lowest is allowed)
 RANGES = (("iterations", 0, None, True), ("time_budget", 0, None, False),

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 from scientist import approvals
 from scientist.archive import Archive
+from scientist.config import approval_mode
 from scientist.cli import UNCONFINED, all_runs, in_use, status_of  # noqa: F401 (all_runs: the app)
 from scientist.notebook import measured_delta
 from scientist.promotion import CONFIRMED, PROMOTED, RAW, Promotion
@@ -192,7 +193,8 @@ def run(run_dir: Path) -> dict[str, Any]:
             sandbox=a.get_meta("sandbox", cfg.get("sandbox", "?")),
             unconfined=a.get_meta("sandbox") in UNCONFINED,
             proposer=redact(str(a.get_meta("proposer_description", "?"))),
-            approval=_approval(cfg), elapsed=duration(a.get_meta("elapsed_seconds", 0.0)),
+            approval=approval_mode(cfg.get("approve", False)),
+            elapsed=duration(a.get_meta("elapsed_seconds", 0.0)),
             metric=metric, maximize=bool(a.maximize), best=fitness_text(best),
             best_name=best.name if best else "", best_id=best.id if best else None,
             claim=redact(promotion.claim(metric)),
@@ -206,13 +208,6 @@ def run(run_dir: Path) -> dict[str, Any]:
                 events=[dict(at=e["at"], kind=e["kind"], text=redact(e["text"]),
                              variant=e["variant_id"]) for e in reversed(events)],
                 reports=report_files(run_dir), pending=pending(run_dir))
-
-
-def _approval(cfg: dict[str, Any]) -> str:
-    mode = cfg.get("approve", False)
-    if isinstance(mode, bool):
-        return "terminal" if mode else "off"
-    return str(mode)
 
 
 REPORTS = {"pdf": ("report/report.pdf", "application/pdf"),
