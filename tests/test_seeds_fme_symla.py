@@ -42,6 +42,19 @@ def test_srwm_layer_follows_eq_7_1_to_7_4():
     assert not torch.allclose(new_w, w), "the layer modifies itself"
 
 
+def test_initial_weights_have_std_one_over_sqrt_fan_in_for_fme_and_hill_climbing():
+    """App. E.1: truncated normal with std 1/sqrt(N_x); N(0, 1) cut at +-2 alone has std 0.88."""
+    srwm, hillclimb = load("fme", "srwm"), load("fme", "hillclimb")
+    gen = torch.Generator().manual_seed(0)
+    fme_layers = srwm.SRWMNet([6, 32, 32, 2]).init_solutions(64, gen)
+    hc_layers = hillclimb.init_mlp("cartpole", 64, gen)
+    for w in fme_layers + hc_layers:  # (B, rows, fan-in), >= 12,000 weights each
+        fan_in = w.shape[2]
+        assert abs(w.std().item() * fan_in**0.5 - 1) < 0.03, (tuple(w.shape), w.std().item() * fan_in**0.5)
+        assert w.abs().max() * fan_in**0.5 <= 2 / srwm.TRUNC_STD + 1e-5, "truncated at 2 std of N(0, 1)"
+        assert abs(w.mean().item()) * fan_in**0.5 < 0.03
+
+
 def test_fme_selection_prefers_better_buckets_and_evicts_least_recent():
     train = load("fme", "train")
     args = train.Args(buckets=10, temperature=20.0, capacity=3)

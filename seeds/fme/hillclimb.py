@@ -68,15 +68,22 @@ def mlp_sizes(task: str) -> list[int]:
     return [tasks.input_size(task)] + [HIDDEN] * (LAYERS - 1) + [tasks.NUM_ACTIONS[task]]
 
 
+# Standard deviation of N(0, 1) truncated to [-2, 2]: Var = 1 - 2 a phi(a) / (2 Phi(a) - 1), a = 2
+# (about 0.8796; computed here too, not imported from srwm.py, which this file must not use).
+TRUNC = 2.0
+TRUNC_STD = math.sqrt(1 - 2 * TRUNC * math.exp(-TRUNC**2 / 2) / math.sqrt(2 * math.pi)
+                      / math.erf(TRUNC / math.sqrt(2)))
+
+
 def init_mlp(task: str, count: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Truncated normal (2 std), std 1/sqrt(fan-in), as FME's initial solution (App. E.1)."""
+    """Truncated normal (2 std) whose std is 1/sqrt(fan-in), as FME's initial solution (App. E.1)."""
     sizes = mlp_sizes(task)
     out = []
     for i in range(len(sizes) - 1):
         w = torch.randn(count, sizes[i + 1], sizes[i], generator=gen)
-        while (bad := w.abs() > 2).any():
+        while (bad := w.abs() > TRUNC).any():
             w[bad] = torch.randn(int(bad.sum()), generator=gen)
-        out.append(w / math.sqrt(sizes[i]))
+        out.append(w / (TRUNC_STD * math.sqrt(sizes[i])))
     return out
 
 

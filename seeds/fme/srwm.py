@@ -23,6 +23,12 @@ import math
 
 import torch
 
+# Standard deviation of N(0, 1) truncated to [-2, 2]: Var = 1 - 2 a phi(a) / (2 Phi(a) - 1), a = 2,
+# phi the standard normal density, 2 Phi(a) - 1 = erf(a / sqrt(2)). About 0.8796.
+TRUNC = 2.0
+TRUNC_STD = math.sqrt(1 - 2 * TRUNC * math.exp(-TRUNC**2 / 2) / math.sqrt(2 * math.pi)
+                      / math.erf(TRUNC / math.sqrt(2)))
+
 
 class SRWMNet:
     """A stack of self-referential layers of the given sizes [input, hidden..., actions]."""
@@ -36,14 +42,18 @@ class SRWMNet:
         return self.sizes[i + 1] + 2 * self.sizes[i] + 4
 
     def init_solutions(self, count: int, gen: torch.Generator, device="cpu") -> list[torch.Tensor]:
-        """Random solutions: truncated normal (at 2 std), std init_scale / sqrt(I) (App. E.1)."""
+        """Random solutions: truncated normal (at 2 std) whose std is init_scale / sqrt(I) (App. E.1).
+
+        N(0, 1) redrawn beyond +-2 has std TRUNC_STD (~0.88), so it is divided by it: the weights'
+        actual std is the thesis's 1/sqrt(N_x) (times init_scale), not 0.88 of it.
+        """
         out = []
         for i in range(len(self.sizes) - 1):
             std = self.init_scale / math.sqrt(self.sizes[i])
             w = torch.randn(count, self.rows(i), self.sizes[i], generator=gen)
-            while (bad := w.abs() > 2).any():  # resample outside +-2 std
+            while (bad := w.abs() > TRUNC).any():  # resample outside +-2 std
                 w[bad] = torch.randn(int(bad.sum()), generator=gen)
-            out.append((w * std).to(device))
+            out.append((w * (std / TRUNC_STD)).to(device))
         return out
 
     def layer_step(self, w: torch.Tensor, x: torch.Tensor, out_size: int):

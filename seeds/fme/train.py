@@ -42,7 +42,7 @@ class Args:
     layers: int = 3  # stacked self-referential layers (App. E.1: 3)
     buckets: int = 100  # m buckets evenly covering the current fitness range (App. E.1: 100)
     temperature: float = 20.0  # best bucket sampled e^temperature times more than the worst (App. E.1: 20)
-    init_scale: float = 1.0  # std of the initial weights, times 1/sqrt(fan-in) (App. E.1: 1)
+    init_scale: float = 1.0  # actual std of the initial weights, times 1/sqrt(fan-in) (App. E.1: 1)
     credit_parent: bool = True  # also average each execution's score into the executed parent's fitness
     initial_solutions: int = 1  # random solutions the buffer starts from (App. E.1: 1)
 
