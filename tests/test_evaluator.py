@@ -722,6 +722,29 @@ def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_s
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
 
 
+def test_an_evaluation_copy_that_cannot_be_removed_does_not_fail_the_seed(toy, tmp_path, monkeypatch):
+    # under Docker the judge's files in its copy belong to the sandbox's user
+    rmtree = shutil.rmtree
+
+    def stubborn(path, ignore_errors=False):
+        if Path(path).name == "eval-work":
+            if not ignore_errors:
+                raise PermissionError(f"cannot remove {path}")
+            return
+        rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
+    b = Bench(toy, tmp_path)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+
+
+def test_a_seed_job_without_a_learner_gives_its_gpus_to_the_evaluator_too(toy, tmp_path):
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
+    assert b.evaluator.run_seed(b.root, 3, tmp_path / "job", gpus=("0", "2")).ok
+    assert [(st.kind, st.gpus) for st in sb.steps] == [("train", ("0", "2")), ("evaluate", ("0", "2"))]
+
+
 def test_a_framework_error_in_the_learners_thread_is_raised_not_blamed_on_the_variant(learner_seed, tmp_path):
     # it was printed by the thread, the judge found no learner, and the variant was called a crash
     def broken(step):
