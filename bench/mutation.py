@@ -12,6 +12,7 @@ mutants the tests kill.
     python bench/mutation.py --modules edits,wire   # some of them
     python bench/mutation.py --keep --modules archive   # more modules, keeping the last run's record
     python bench/mutation.py --rerun-survivors      # after changing tests only: test the survivors again
+    python bench/mutation.py --resume --modules evaluator   # a run stopped early: test the rest
     python bench/mutation.py --report [--show]      # the table of the last run; --show: survivors' diffs
     python bench/mutation.py --ci                   # CI's subset; exit 1 on a survivor not listed
     python bench/mutation.py --tests tests/test_archive.py --modules archive   # with its own tests only
@@ -277,6 +278,13 @@ def tally(labels: list[str], found: dict[str, tuple[str, str]],
     return tallies, problems
 
 
+def unchecked(labels: list[str], found: dict[str, tuple[str, str]]) -> list[str]:
+    """The mutants of `labels` that the last run did not reach."""
+    return sorted(name for label in labels for name, (status, where) in found.items()
+                  if where == SCOPES[label][0] and in_scope(name, SCOPES[label][1])
+                  and status == "not checked")
+
+
 def print_table(tallies: dict[str, Tally]) -> None:
     cols = ("killed", "timeout", "survived", "no tests", "suspicious")
     print(f"{'module':<18} {'total':>6} " + " ".join(f"{c:>10}" for c in cols)
@@ -312,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
                    "(to measure module by module; the code must not have changed in between)")
     p.add_argument("--rerun-survivors", action="store_true",
                    help="test only the last run's survivors again (after changing tests, not code)")
+    p.add_argument("--resume", action="store_true",
+                   help="test only the mutants the last run did not reach (it was stopped early); the code "
+                   "and tests must not have changed since")
     p.add_argument("--tests", help="comma-separated test files: run only these (a module's own tests: "
                    "minutes instead of hours), in a copy of the checkout kept in mutants-own-NAMES/; pass "
                    "the same --tests again to --report, --keep, --rerun-survivors and --equivalent")
@@ -357,6 +368,10 @@ def measure(a: argparse.Namespace, labels: list[str]) -> int:
             names = sorted(n for t in previous.values() for n in t.missed)
             if not names:
                 print("no survivors to test again")
+        elif a.resume:  # named one by one: mutmut tests again every mutant a pattern names
+            names = unchecked(labels, results())
+            if not names:
+                print("every mutant of these modules has a result already")
         else:
             if not a.keep:
                 shutil.rmtree(mutants(), ignore_errors=True)  # from scratch: mutants of the code as it is
@@ -368,7 +383,7 @@ def measure(a: argparse.Namespace, labels: list[str]) -> int:
                   flush=True)
             # --rerun-survivors: which tests reach which function is measured again, since changed tests
             # may reach more (mutmut's record of a test it has seen is not renewed when the test changes)
-            seconds = run_mutmut(names, a.max_children, log, keep=a.keep)
+            seconds = run_mutmut(names, a.max_children, log, keep=a.keep or a.resume)
     tallies, problems = tally(labels, results(), equivalents)
     print_table(tallies)
     if seconds is not None:

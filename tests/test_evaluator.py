@@ -141,6 +141,17 @@ def test_evaluation_data_is_hidden_from_training(toy, tmp_path):
     assert kinds["evaluate"].hidden == () and kinds["evaluate"].env["TOY_DATA"] == str(data)
 
 
+def test_the_judges_command_gets_the_scale_as_trainings_does(toy, tmp_path):
+    toy.replace_manifest("--metrics {metrics}", "--metrics {metrics} --scale {scale}")
+    judge = toy.path / "evaluate.py"
+    judge.write_text(judge.read_text().replace('p.add_argument("--seed"',
+                                               'p.add_argument("--scale", required=True)\np.add_argument("--seed"'))
+    rec = Recording()
+    b = Bench(toy, tmp_path, sandbox=rec)
+    assert b.evaluate(b.root, "scale").ok
+    assert [s.command.split()[-2:] for s in rec.steps if s.kind == "evaluate"] == [["--scale", "test"]] * 2
+
+
 def test_evaluate_env_reaches_only_the_evaluate_step(toy, tmp_path):
     b = Bench(toy, tmp_path)
     commit = b.variant("print('TRAIN_SEES=' + os.environ.get('TOY_EVAL_ONLY', '<none>'))")
@@ -229,7 +240,7 @@ def test_read_metrics_problems(tmp_path):
     p.write_text("{not json")
     assert "not valid JSON" in read_metrics(p, "x")[1]
     p.write_text("[1, 2]")
-    assert "JSON object" in read_metrics(p, "x")[1]
+    assert read_metrics(p, "x") == ({}, "metrics file must hold a JSON object")
     p.write_text(json.dumps({"x": True, "y": 2}))
     assert "no number 'x'" in read_metrics(p, "x")[1]
     p.write_text('{"x": NaN}')
@@ -709,6 +720,29 @@ def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_s
     monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
     b = Bench(learner_seed, tmp_path)
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+
+
+def test_an_evaluation_copy_that_cannot_be_removed_does_not_fail_the_seed(toy, tmp_path, monkeypatch):
+    # under Docker the judge's files in its copy belong to the sandbox's user
+    rmtree = shutil.rmtree
+
+    def stubborn(path, ignore_errors=False):
+        if Path(path).name == "eval-work":
+            if not ignore_errors:
+                raise PermissionError(f"cannot remove {path}")
+            return
+        rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
+    b = Bench(toy, tmp_path)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+
+
+def test_a_seed_job_without_a_learner_gives_its_gpus_to_the_evaluator_too(toy, tmp_path):
+    sb = Wrapped()
+    b = Bench(toy, tmp_path, sandbox=sb)
+    assert b.evaluator.run_seed(b.root, 3, tmp_path / "job", gpus=("0", "2")).ok
+    assert [(st.kind, st.gpus) for st in sb.steps] == [("train", ("0", "2")), ("evaluate", ("0", "2"))]
 
 
 def test_a_framework_error_in_the_learners_thread_is_raised_not_blamed_on_the_variant(learner_seed, tmp_path):
