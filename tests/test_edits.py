@@ -796,3 +796,83 @@ def test_a_diff_of_several_files_is_their_diffs_in_order():
     assert unified_diff(old, new) == (unified_diff({"b.py": "2\n"}, {"b.py": "2b\n"})
                                       + unified_diff({"c.py": "3\n"}, {"c.py": "3c\n"}))
     assert unified_diff(old, new).count("diff --git") == 2
+
+
+# --- what a caller sees at the edges (issue 19: each case killed a surviving mutant) -----
+
+
+def edit_error(files: dict[str, str], *edits: Edit, editable=("*.py", "src/*.py"), protected=()) -> str:
+    with pytest.raises(EditError) as err:
+        apply_edits(files, list(edits), editable=editable, protected=protected)
+    return str(err.value)
+
+
+def test_a_search_and_replace_written_with_crlf_apply_to_a_file_with_lf():
+    out = apply_edits({"a.py": "a = 1\nb = 2\nc = 3\n"}, [Edit("a.py", "a = 1\r\nb = 2\r\n", "x = 1\r\ny = 2\r\n")],
+                      editable=["a.py"], protected=[])
+    assert out == {"a.py": "x = 1\ny = 2\nc = 3\n"}
+
+
+def test_a_file_with_mixed_line_endings_keeps_them():
+    out = apply_edits({"a.py": "a = 1\r\nb = 2\nc = 3\n"}, [Edit("a.py", "c = 3\n", "c = 4\n")],
+                      editable=["a.py"], protected=[])
+    assert out == {"a.py": "a = 1\r\nb = 2\nc = 4\n"}
+
+
+def test_a_search_and_replace_without_final_newlines_match_whole_lines_only():
+    # "foo = 1" is also the start of line 1: only the whole line 2 may match
+    out = apply_edits({"a.py": "foo = 10\nfoo = 1\n"}, [Edit("a.py", "foo = 1", "foo = 2")],
+                      editable=["a.py"], protected=[])
+    assert out == {"a.py": "foo = 10\nfoo = 2\n"}
+
+
+def test_a_match_one_character_into_a_line_is_not_a_match():
+    out = apply_edits({"a.py": "xfoo = 1\nfoo = 1\n"}, [Edit("a.py", "foo = 1\n", "foo = 2\n")],
+                      editable=["a.py"], protected=[])
+    assert out == {"a.py": "xfoo = 1\nfoo = 2\n"}
+
+
+def test_every_line_start_match_is_counted():
+    msg = edit_error({"a.py": "x = 0\nx = 0\nx = 0\n"}, Edit("a.py", "x = 0\n", "x = 1\n"))
+    assert "SEARCH matches 3 times in a.py; include more surrounding lines" in msg
+
+
+@pytest.mark.parametrize("path", ["src\\train.py", "src//train.py", "./src/./train.py"])
+def test_windows_separators_and_doubled_slashes_name_the_same_file(path):
+    out = apply_edits({"src/train.py": "lr = 1\n"}, [Edit(path, "lr = 1\n", "lr = 2\n")],
+                      editable=["src\\train.py"], protected=[])
+    assert out == {"src/train.py": "lr = 2\n"}
+
+
+@pytest.mark.parametrize("path", ["~/train.py", "C:/train.py", "c:\\train.py", "/etc/passwd"])
+def test_home_drive_and_root_paths_are_absolute(path):
+    msg = edit_error({"train.py": "x\n"}, Edit(path, "x\n", "y\n"))
+    assert f"{path!r} is an absolute path; use a path relative to the project root." in msg
+
+
+def test_the_messages_a_model_gets_back_name_the_fix():
+    assert ("src/new.py does not exist. To create it, leave the SEARCH section empty; to change an "
+            "existing file, check its path.") in edit_error({}, Edit("src/new.py", "x = 1\n", "x = 2\n"))
+    assert ("the SEARCH section is empty but a.py already exists. An empty SEARCH only creates new "
+            "files: copy the exact lines you want to change into SEARCH.") in edit_error(
+        {"a.py": "x = 1\n"}, Edit("a.py", "", "x = 2\n"))
+    assert "a.py is not an editable file. The editable files are: (none)." in edit_error(
+        {"a.py": "x = 1\n"}, Edit("a.py", "x = 1\n", "x = 2\n"), editable=())
+    assert "'./' is not a file path." in edit_error({}, Edit("./", "", "x\n"))
+
+
+def test_an_unclosed_frozen_region_is_named_by_its_first_line():
+    text = "a = 1\nb = 2\n# scientist: frozen-begin tail\nc = 3\n"
+    msg = edit_error({"a.py": text}, Edit("a.py", "c = 3\n", "c = 4\n"))
+    assert ("it changes or removes the frozen region that starts at line 3 "
+            "(`# scientist: frozen-begin tail`).") in msg
+
+
+def test_files_are_written_as_utf8_whatever_the_locale(tmp_path):
+    # a container without a locale: Python's default encoding is then ASCII
+    code = ("import sys; from scientist.edits import write_files; "
+            "write_files(sys.argv[1], {'a.py': '# \\u03b1 = 0.1\\n'})")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.py").read_bytes() == "# α = 0.1\n".encode()
