@@ -225,6 +225,9 @@ def test_after_the_last_correction_the_proposal_fails_with_every_error(seed):
     assert msg.startswith("no usable reply after 3 attempt(s); last error: The reply contains no SEARCH/REPLACE blocks")
     assert msg.count("\n  attempt ") == 3 and "\n  attempt 3: The reply contains no SEARCH" in msg
     assert [line.split(":")[0] for line in msg.split("\n")[1:]] == ["  attempt 1", "  attempt 2", "  attempt 3"]
+    with pytest.raises(FormatError) as first:
+        parse_reply("one")
+    assert msg.split("\n")[1] == "  attempt 1: " + str(first.value).splitlines()[0]  # each line is its error
     assert p.last_usage.calls == 3
 
 
