@@ -179,6 +179,9 @@ def test_a_good_first_reply_is_the_proposal(seed):
     assert [(c["iteration"], c["purpose"]) for c in client.calls] == [(3, "propose")]
     roles = [m["role"] for m in client.calls[0]["messages"]]
     assert roles == ["system", "user"]
+    # the model is sent the system prompt and this iteration's prompt, as they are
+    assert client.calls[0]["messages"] == [{"role": "system", "content": p.system_prompt()},
+                                           {"role": "user", "content": p.propose_prompt(context(seed))}]
     assert (p.last_usage.calls, p.last_usage.tokens) == (1, 120)
 
 
@@ -207,7 +210,7 @@ def test_an_unusable_reply_goes_back_with_its_error_until_one_works(seed):
 def test_a_reply_cut_off_at_the_output_limit_is_told_so(seed):
     cut = Reply(GOOD[:-30], "length", 100, 8192, 0.01)
     client = ScriptedClient(cut, GOOD)
-    proposer(seed, client, max_output_tokens=8192).propose(context(seed))
+    proposer(seed, client).propose(context(seed))  # the default output limit
     retry = client.calls[1]["messages"][-1]["content"]
     assert "it was cut off at the output limit of 8192 tokens" in retry
 
@@ -221,7 +224,16 @@ def test_after_the_last_correction_the_proposal_fails_with_every_error(seed):
     msg = str(e.value)
     assert msg.startswith("no usable reply after 3 attempt(s); last error: The reply contains no SEARCH/REPLACE blocks")
     assert msg.count("\n  attempt ") == 3 and "\n  attempt 3: The reply contains no SEARCH" in msg
+    assert [line.split(":")[0] for line in msg.split("\n")[1:]] == ["  attempt 1", "  attempt 2", "  attempt 3"]
+    with pytest.raises(FormatError) as first:
+        parse_reply("one")
+    assert msg.split("\n")[1] == "  attempt 1: " + str(first.value).splitlines()[0]  # each line is its error
     assert p.last_usage.calls == 3
+
+
+def test_before_any_call_the_usage_is_zero(seed):
+    p = proposer(seed, ScriptedClient())
+    assert (p.last_usage.calls, p.last_usage.tokens) == (0, 0)
 
 
 def test_no_corrections_when_they_are_switched_off(seed):
@@ -248,6 +260,7 @@ def test_a_repair_is_labelled_and_names_what_it_repairs(seed):
     got = proposer(seed, client).repair(context(seed, failed, [base, failed]), failed, 2, 3)
     assert got.hypothesis == "Repair of v0001: Raise lr" and got.proposer == "llm-repair"
     assert got.edits == (EDIT,) and got.predicted == 1.5
+    assert (got.rationale, got.prediction) == ("Twenty steps stop short.", "+1.5")  # kept from the reply
     assert client.calls[0]["purpose"] == "repair"
     prompt = client.calls[0]["messages"][1]["content"]
     for words in ("A failed experiment to repair: v0001", "derived from v0000", "It failed: seed 0: crash",
