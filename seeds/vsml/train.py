@@ -172,9 +172,7 @@ def train(args, scale, seed, out, device):
         raise ValueError(f"unknown mode {args.mode!r}: expected grad, es or clone")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, y = data.load("mnist", "train", scale)
-    x = torch.from_numpy(x[: args.train_examples]).to(device)
-    y = torch.from_numpy(y[: args.train_examples]).to(device)
+    x, y = mnist_train(args, scale, device)
     kwargs = model_kwargs(args, x.shape[1])
     model = VSML(**kwargs).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.meta_lr)
@@ -186,6 +184,13 @@ def train(args, scale, seed, out, device):
 
     log = meta_train_bptt(model, opt, x, y, args, gen, args.steps)
     save(out, model, kwargs, args, scale, seed, log)
+
+
+def mnist_train(args, scale, device):
+    """The meta-training data every mode uses: the first `train_examples` MNIST training images."""
+    x, y = data.load("mnist", "train", scale)
+    return (torch.from_numpy(x[: args.train_examples]).to(device),
+            torch.from_numpy(y[: args.train_examples]).to(device))
 
 
 def meta_train_bptt(model, opt, x, y, args, gen, steps):
@@ -271,9 +276,7 @@ def train_es(args, scale, seed, out, device):
     """Antithetic ES (App. B.3.2): g = sum_i f(theta + sigma eps_i) eps_i / (P sigma), eps_{P/2+i}=-eps_i."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    x, y = data.load("mnist", "train", scale)
-    x = torch.from_numpy(x[: args.train_examples]).to(device)
-    y = torch.from_numpy(y[: args.train_examples]).to(device)
+    x, y = mnist_train(args, scale, device)
     kwargs = model_kwargs(args, x.shape[1])
     model = VSML(**kwargs).to(device)
     theta = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
@@ -379,9 +382,7 @@ def train_clone(args, scale, seed, out, device):
         # "... and improving it": the cloned algorithm is the initialisation of meta-learning on the
         # lifetime objective (workshop paper, Fig. 5; there CMA-ES, here BPTT as in mode grad, Alg. 8).
         # The cloned structure stays: frozen forward state, only (w, b) kept, clipped states.
-        x, y = data.load("mnist", "train", scale)
-        x = torch.from_numpy(x[: args.train_examples]).to(device)
-        y = torch.from_numpy(y[: args.train_examples]).to(device)
+        x, y = mnist_train(args, scale, device)
         meta_args = dataclasses.replace(args, batch_size=args.clone_meta_batch)
         opt = torch.optim.Adam(model.parameters(), lr=args.clone_meta_lr)
         print(f"meta-optimising the cloned algorithm: {args.clone_meta_steps} steps x "
