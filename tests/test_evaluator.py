@@ -707,33 +707,30 @@ def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(l
     assert s.peak_rss_mb == 4321.0  # the learner's, the largest of the seed's steps
 
 
-def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_seed, tmp_path, monkeypatch):
+def refuse_to_remove(monkeypatch, held) -> None:
+    """shutil.rmtree in the evaluator, failing for folders `held(name)` picks (someone else still
+    holds them) unless told to ignore errors."""
     rmtree = shutil.rmtree
 
-    def stubborn(path, ignore_errors=False):  # shutil.rmtree, for a folder someone else still holds
-        if Path(path).name.startswith("scientist-ipc-"):
+    def stubborn(path, ignore_errors=False):
+        if held(Path(path).name):
             if not ignore_errors:
                 raise PermissionError(f"cannot remove {path}")
             return
         rmtree(path, ignore_errors=ignore_errors)
 
     monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
+
+
+def test_a_socket_folder_that_cannot_be_removed_does_not_fail_the_seed(learner_seed, tmp_path, monkeypatch):
+    refuse_to_remove(monkeypatch, lambda name: name.startswith("scientist-ipc-"))
     b = Bench(learner_seed, tmp_path)
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
 
 
 def test_an_evaluation_copy_that_cannot_be_removed_does_not_fail_the_seed(toy, tmp_path, monkeypatch):
     # under Docker the judge's files in its copy belong to the sandbox's user
-    rmtree = shutil.rmtree
-
-    def stubborn(path, ignore_errors=False):
-        if Path(path).name == "eval-work":
-            if not ignore_errors:
-                raise PermissionError(f"cannot remove {path}")
-            return
-        rmtree(path, ignore_errors=ignore_errors)
-
-    monkeypatch.setattr(evaluator_mod.shutil, "rmtree", stubborn)
+    refuse_to_remove(monkeypatch, lambda name: name == "eval-work")
     b = Bench(toy, tmp_path)
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
 
