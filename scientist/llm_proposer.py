@@ -76,12 +76,10 @@ def parse_reply(text: str) -> ParsedReply:
         raise FormatError("The sections are out of order: use ## Hypothesis, ## Rationale, "
                           "## Prediction, ## Edits, in this order.")
     body: dict[str, str] = {}
-    for i, name in enumerate(SECTIONS):
-        start, end, inline = found[name]
-        stop = found[SECTIONS[i + 1]][0] if i + 1 < len(SECTIONS) else len(text)
-        chunk = (inline + "\n" + text[end:stop]) if name != "edits" else text[start:]
+    for name, after in zip(SECTIONS, SECTIONS[1:]):  # the prose; the edits are parsed below
+        _, end, inline = found[name]
+        chunk = inline + "\n" + text[end:found[after][0]]
         body[name] = "\n".join(ln for ln in chunk.splitlines() if not _FENCE_LINE.match(ln)).strip()
-    for name in ("hypothesis", "rationale", "prediction"):
         if not body[name]:
             raise FormatError(f"The `## {name.title()}` section is empty.")
     predicted = parse_prediction(body["prediction"])
@@ -133,7 +131,7 @@ class LLMProposer:
             if v.parent_id is None:
                 lineage.append(f"{v.name}: the baseline, {self.seed.metric} = {_fit(v)}")
             else:
-                ref = reference(v, by_id) if by_id else None
+                ref = reference(v, by_id)
                 delta = (f" ({v.fitness - ref.fitness:+.4f})" if ref is not None and v.fitness is not None
                          and ref.fitness is not None else "")
                 lineage.append(f"{v.name}: {v.hypothesis} → {_fit(v)}{delta}")

@@ -11,6 +11,7 @@ import random
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -868,11 +869,11 @@ def test_an_unclosed_frozen_region_is_named_by_its_first_line():
             "(`# scientist: frozen-begin tail`).") in msg
 
 
-def test_files_are_written_as_utf8_whatever_the_locale(tmp_path):
-    # a container without a locale: Python's default encoding is then ASCII
-    code = ("import sys; from scientist.edits import write_files; "
-            "write_files(sys.argv[1], {'a.py': '# \\u03b1 = 0.1\\n'})")
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "a.py").read_bytes() == "# α = 0.1\n".encode()
+def test_files_are_written_as_utf8_even_where_the_default_encoding_is_ascii(tmp_path, monkeypatch):
+    # the same machine in-process (so the mutation run sees it): a file written without an
+    # explicit encoding gets the locale's, here ASCII, as in a container without a locale
+    write_text = Path.write_text
+    monkeypatch.setattr(Path, "write_text", lambda self, data, encoding=None, errors=None, newline=None:
+                        write_text(self, data, encoding=encoding or "ascii", errors=errors, newline=newline))
+    write_files(tmp_path, {"a.py": "# \u03b1 = 0.1\n"})
+    assert (tmp_path / "a.py").read_bytes() == "# \u03b1 = 0.1\n".encode()

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import random
 
+import jinja2
 import pytest
 
 from llm_server import block, reply
 from scientist.editblocks import Edit
+from scientist import llm_proposer
 from scientist.errors import FormatError, ProposalError
 from scientist.llm import Reply
 from scientist.llm_proposer import MAX_PROTECTED_CHARS, LLMProposer, parse_prediction, parse_reply
@@ -306,6 +308,38 @@ def test_the_propose_prompt_shows_lineage_metrics_knobs_and_protected_files(seed
     assert "x" * MAX_PROTECTED_CHARS + "\n... (5 more characters)\n```" in prompt
     assert "x" * (MAX_PROTECTED_CHARS + 1) not in prompt
     assert "seed.toml\n```\nname = 'toy'\n```" in prompt
+
+
+def test_a_protected_file_of_exactly_the_cap_is_shown_whole(seed):
+    ctx = context(seed, protected_files={"evaluate.py": "y" * MAX_PROTECTED_CHARS})
+    prompt = proposer(seed, ScriptedClient()).propose_prompt(ctx)
+    assert "evaluate.py\n```\n" + "y" * MAX_PROTECTED_CHARS + "\n```" in prompt
+    assert "more characters" not in prompt
+
+
+def test_every_prompt_is_sent_to_its_last_newline(seed):
+    # the templates end with a newline, and the model gets them as written (jinja drops it by default)
+    p = proposer(seed, ScriptedClient())
+    ctx = context(seed)
+    failed = variant(1, 0, status=FAILED, hypothesis="Break it")
+    texts = [p.system_prompt(), p.propose_prompt(ctx), p.repair_prompt(ctx, failed, 1, 2)]
+    assert [t.endswith("\n") for t in texts] == [True, True, True]
+
+
+def test_a_template_that_names_a_value_the_code_does_not_pass_fails_loudly(seed):
+    # rather than sending the model a prompt with a silent hole in it
+    p = proposer(seed, ScriptedClient())
+    with pytest.raises(jinja2.UndefinedError):
+        p.env.from_string("the parent scored {{ parent_fitnes }}").render(parent_fitness="0.5")
+
+
+def test_an_error_without_a_message_is_named_by_its_type(seed, monkeypatch):
+    def no_message(text):
+        raise FormatError()
+    monkeypatch.setattr(llm_proposer, "parse_reply", no_message)
+    with pytest.raises(ProposalError) as e:
+        proposer(seed, ScriptedClient(GOOD), format_retries=0).propose(context(seed))
+    assert str(e.value) == "no usable reply after 1 attempt(s); last error: FormatError\n  attempt 1: FormatError"
 
 
 def test_the_propose_prompt_of_a_first_iteration(seed):
