@@ -14,7 +14,7 @@ import pytest
 
 import scientist.evaluator as evaluator_mod
 from scientist.errors import SandboxError, ScientistError
-from scientist.evaluator import Evaluator, _free_bytes, _join, read_metrics, read_verdict, tail
+from scientist.evaluator import Evaluator, _free_bytes, _join, _write, read_metrics, read_verdict, tail
 from scientist.harness.judge import EVAL_SEED_ENV, EVAL_SET_ENV, SOCKET_ENV
 from scientist.process_sandbox import ProcessSandbox
 from scientist.redaction import Redactor
@@ -691,20 +691,56 @@ def test_the_learner_is_ended_when_the_judge_is_done(learner_seed, tmp_path):
     assert isinstance(sb.cancel, threading.Event) and sb.cancel.is_set()
 
 
-def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(learner_seed, tmp_path):
-    # the sandbox ends the learner at its limit; the judge then finds no learner (a crash to it)
+@pytest.mark.parametrize("judge_wrote", ["crash", "timeout", None])
+def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(learner_seed, tmp_path,
+                                                                             judge_wrote):
+    # the sandbox ends the learner at its limit; the judge then finds no learner (a crash to it),
+    # or sees it stop answering (a timeout), or is itself ended before it writes a verdict
     from scientist.sandbox import StepOutcome
 
     class LearnerTimesOut(Wrapped):
         def run(self, step, cancel=None):
             if step.kind == "learner":
                 return StepOutcome("timeout", None, 60.0, 4321.0, "time limit of 60 s reached")
-            return super().run(step, cancel)
+            done = super().run(step, cancel)
+            if step.kind == "evaluate":
+                metrics = tmp_path / "v" / "seed-0" / "metrics.json"
+                assert read_verdict(metrics)[0] == "crash"  # what this judge saw
+                if judge_wrote is None:
+                    metrics.unlink()
+                elif judge_wrote != "crash":
+                    metrics.write_text(json.dumps({"harness": {"status": judge_wrote, "reason": "no answer"}}))
+            return done
 
     b = Bench(learner_seed, tmp_path, sandbox=LearnerTimesOut())
     (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
     assert (s.status, s.reason) == (SEED_TIMEOUT, "timeout: the learner: time limit of 60 s reached")
     assert s.peak_rss_mb == 4321.0  # the learner's, the largest of the seed's steps
+
+
+def test_a_learner_that_broke_the_protocol_before_its_time_limit_is_a_violation(learner_seed, tmp_path):
+    # the judge's verdict on what the learner did stands, even if the learner also ran out of time
+    from scientist.sandbox import StepOutcome
+
+    class ViolatesThenTimesOut(Wrapped):
+        def run(self, step, cancel=None):
+            if step.kind == "learner":
+                return StepOutcome("timeout", None, 60.0, 4321.0, "time limit of 60 s reached")
+            done = super().run(step, cancel)
+            if step.kind == "evaluate":
+                (tmp_path / "v" / "seed-0" / "metrics.json").write_text(
+                    json.dumps({"harness": {"status": "violated", "reason": "a reply of the wrong shape"}}))
+            return done
+
+    b = Bench(learner_seed, tmp_path, sandbox=ViolatesThenTimesOut())
+    (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
+    assert (s.status, s.reason) == (SEED_VIOLATED, "violated: a reply of the wrong shape")
+
+
+def test_protected_files_in_nested_folders_are_written_with_their_folders(tmp_path):
+    _write(tmp_path / "judge", {"lib/metrics/score.py": b"x = 1\n", "evaluate.py": b"y = 2\n"})
+    assert (tmp_path / "judge" / "lib" / "metrics" / "score.py").read_bytes() == b"x = 1\n"
+    assert (tmp_path / "judge" / "evaluate.py").read_bytes() == b"y = 2\n"
 
 
 def refuse_to_remove(monkeypatch, held) -> None:
