@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import shutil
+import signal
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -278,6 +281,7 @@ def test_modules_planted_by_training_do_not_reach_the_evaluator(toy, tmp_path):
 
 USERCUSTOMIZE = """\
 import json
+import os
 _dump = json.dump
 
 
@@ -586,6 +590,59 @@ def test_ctrl_c_with_parallel_seeds_kills_the_running_steps(toy, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         b.evaluator.evaluate(b.root, tmp_path / "v")
     assert sb.killed >= 1
+
+
+def test_parallel_workers_run_at_most_that_many_seeds_at_once(toy, tmp_path):
+    class Counts(Wrapped):
+        active = most = 0
+
+        def run(self, step, cancel=None):
+            with self.lock:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                time.sleep(0.2)  # long enough that seeds allowed to overlap do
+                return super().run(step, cancel)
+            finally:
+                with self.lock:
+                    self.active -= 1
+
+    sb = Counts()
+    b = Bench(toy, tmp_path, workers=2, sandbox=sb)
+    r = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0, 1, 2])
+    assert r.ok and [s.seed for s in r.seeds] == [0, 1, 2]
+    assert sb.most <= 2
+
+
+def test_ctrl_c_also_kills_a_step_a_worker_starts_after_the_first_kill(toy, tmp_path):
+    # seed 0's training is running when seed 1 is interrupted; killed, it returns, and its worker
+    # starts the evaluation step: that one must be killed too, not awaited
+    started, released = threading.Event(), []
+
+    class Race(Wrapped):
+        def run(self, step, cancel=None):
+            with self.lock:
+                self.steps.append(step)
+            if "seed-1" in str(step.out):
+                if step.kind == "train":
+                    started.wait(30)
+                    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, while the orchestrator awaits seed 0
+                return self.inner.run(step, cancel)
+            kills = self.killed
+            done = self.inner.run(step, cancel)
+            started.set()
+            for _ in range(300):  # the step lasts until a kill_all after it started, at most 30 s
+                if self.killed > kills:
+                    break
+                time.sleep(0.1)
+            released.append((step.kind, self.killed > kills))
+            return done
+
+    sb = Race()
+    b = Bench(toy, tmp_path, workers=2, sandbox=sb)
+    with pytest.raises(KeyboardInterrupt):
+        b.evaluator.evaluate(b.root, tmp_path / "v")
+    assert released == [("train", True), ("evaluate", True)]
 
 
 def test_the_pristine_files_are_checked_against_their_recorded_hashes(toy, tmp_path):
