@@ -177,9 +177,8 @@ class Evaluator:
         work, out = d / "work", d / "out"
         out.mkdir(parents=True)
         self.workspace.export(commit, work)
-        values = dict(python=self.sandbox.python, scale=self.scale.name, seed=s,
-                      out=out.resolve(), metrics=(d / "metrics.json").resolve())
-        try:
+        values = dict(python=self.sandbox.python, scale=self.scale.name, seed=s, out=out.resolve())
+        try:  # (no {metrics}: only the judge writes the metrics file)
             train = self._run(self._step("train", values, work, out, d, gpus=gpus))
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -170,9 +170,10 @@ def parse_manifest(raw: dict[str, Any], path: Path) -> Seed:
     train = get.command("commands.train")
     evaluate = get.command("commands.evaluate")
     learner = get.command("commands.learner", required=False)
-    if learner and "{metrics}" in learner:
-        raise SeedError(f"{where}: field 'commands.learner' must not get {{metrics}}: only the "
-                        "judge (the evaluate command) writes the metrics file")
+    for key, command in (("commands.train", train), ("commands.learner", learner)):
+        if command and "{metrics}" in command:
+            raise SeedError(f"{where}: field '{key}' must not get {{metrics}}: only the "
+                            "judge (the evaluate command) writes the metrics file")
     if "{metrics}" not in evaluate:
         raise SeedError(f"{where}: field 'commands.evaluate' must pass {{metrics}} to the evaluator")
     direction = get.str("fitness.direction")

@@ -155,6 +155,15 @@ def test_the_judges_command_gets_the_scale_as_trainings_does(toy, tmp_path):
     assert [s.command.split()[-2:] for s in rec.steps if s.kind == "evaluate"] == [["--scale", "test"]] * 2
 
 
+def test_the_training_command_gets_the_scale_and_its_own_paths(toy, tmp_path):
+    rec = Recording()
+    b = Bench(toy, tmp_path, sandbox=rec)
+    assert b.evaluate(b.root, "train-args").ok
+    (first, _) = [s.command.split() for s in rec.steps if s.kind == "train"]
+    out = tmp_path / "variants" / "train-args" / "seed-0" / "out"
+    assert first[1:] == ["train.py", "--scale", "test", "--seed", "0", "--out", str(out.resolve())]
+
+
 def test_evaluate_env_reaches_only_the_evaluate_step(toy, tmp_path):
     b = Bench(toy, tmp_path)
     commit = b.variant("print('TRAIN_SEES=' + os.environ.get('TOY_EVAL_ONLY', '<none>'))")

@@ -39,6 +39,7 @@ def test_unknown_scale_names_the_ones_there(toy):
      "both editable and protected"),
     ("--out {out}\"\nevaluate", "--out {out} --lr {learning_rate}\"\nevaluate", "commands.train"),
     ("--metrics {metrics}", "", "commands.evaluate"),
+    ("--out {out}\"\nevaluate", "--out {out} --metrics {metrics}\"\nevaluate", "commands.train"),
     ("timeout = 20", "timeout = 0", "scales.test.timeout"),
     ("memory_mb = 400", "memory_mb = 10", "scales.test.memory_mb"),
     ("training_seeds = 2", 'training_seeds = "two"', "scales.test.training_seeds"),
