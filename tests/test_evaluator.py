@@ -17,7 +17,8 @@ import pytest
 
 import scientist.evaluator as evaluator_mod
 from scientist.errors import SandboxError, ScientistError
-from scientist.evaluator import Evaluator, _free_bytes, _join, _write, read_metrics, read_verdict, tail
+from scientist.evaluator import (DISK_FULL_BYTES, Evaluator, _free_bytes, _join, _write, read_metrics, read_verdict,
+                                 tail)
 from scientist.harness.judge import EVAL_SEED_ENV, EVAL_SET_ENV, SOCKET_ENV
 from scientist.process_sandbox import ProcessSandbox
 from scientist.redaction import Redactor
@@ -571,6 +572,28 @@ def test_a_full_disk_is_the_sandboxs_failure(toy, tmp_path, monkeypatch, code):
     with pytest.raises(SandboxError, match=r"^the disk is full \(\[Errno \d+\] No space left on device\); free space"):
         b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0])
     assert len(sb.steps) == 3  # tried again like any sandbox failure
+
+
+@pytest.mark.parametrize("free, mode, fails", [
+    (DISK_FULL_BYTES - 1, "crash", True),    # a crash on a full disk: the disk's fault
+    (DISK_FULL_BYTES, "crash", False),       # room enough: the variant's crash
+    (DISK_FULL_BYTES - 1, "normal", False),  # little room, but nothing failed
+])
+def test_a_step_that_crashes_with_the_disk_full_is_the_sandboxs_failure(toy, tmp_path, monkeypatch, free,
+                                                                        mode, fails):
+    monkeypatch.setattr(evaluator_mod, "_free_bytes", lambda path: free)
+    toy.set_scale(training_seeds=1)
+    b = Bench(toy, tmp_path)
+    b.evaluator.infra_retries = 0
+    commit = b.variant(mode=mode)
+    out = tmp_path / "variants" / mode / "seed-0" / "out"
+    if fails:
+        with pytest.raises(SandboxError) as e:
+            b.evaluate(commit, mode)
+        assert str(e.value) == f"the disk holding {out} is full; free space and resume the run"
+    else:
+        r = b.evaluate(commit, mode)
+        assert [s.status for s in r.seeds] == [SEED_CRASH if mode == "crash" else SEED_OK]
 
 
 def test_other_os_errors_are_not_disguised(toy, tmp_path):
