@@ -151,7 +151,7 @@ class Evaluator:
         return files
 
     def _one_seed(self, commit: str, s: int, d: Path, pristine: dict[str, bytes],
-                  eval_set: str = "fitness", gpus: tuple[str, ...] | None = None) -> SeedResult:
+                  eval_set: str, gpus: tuple[str, ...] | None = None) -> SeedResult:
         try:
             return self._train_and_score(commit, s, d, pristine, eval_set, gpus)
         except OSError as e:
@@ -170,8 +170,7 @@ class Evaluator:
         return self.redactor.dataclass(outcome)
 
     def _train_and_score(self, commit: str, s: int, d: Path, pristine: dict[str, bytes],
-                         eval_set: str = "fitness",
-                         gpus: tuple[str, ...] | None = None) -> SeedResult:
+                         eval_set: str, gpus: tuple[str, ...] | None = None) -> SeedResult:
         if d.exists():  # left over from a run that was interrupted: start this seed afresh
             shutil.rmtree(d)
         work, out = d / "work", d / "out"
@@ -182,7 +181,7 @@ class Evaluator:
             train = self._run(self._step("train", values, work, out, d, gpus=gpus))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        res = SeedResult(s, train.status if not train.ok else SEED_OK, train.reason,
+        res = SeedResult(s, train.status, train.reason,  # "ok" is SEED_OK
                          train_seconds=train.seconds, peak_rss_mb=train.peak_rss_mb)
         if not train.ok:
             res.stdout_tail, res.stderr_tail = tail(d / "train.out"), tail(d / "train.err")

@@ -860,6 +860,25 @@ def test_an_evaluation_copy_that_cannot_be_removed_does_not_fail_the_seed(toy, t
     assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
 
 
+def test_a_training_copy_that_cannot_be_removed_does_not_fail_the_seed(toy, tmp_path, monkeypatch):
+    refuse_to_remove(monkeypatch, lambda name: name == "work")
+    b = Bench(toy, tmp_path)
+    assert b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).ok
+
+
+def test_a_seeds_peak_memory_is_its_largest_steps_training_included(toy, tmp_path):
+    from dataclasses import replace
+
+    class BigTraining(Wrapped):
+        def run(self, step, cancel=None):
+            done = super().run(step, cancel)
+            return replace(done, peak_rss_mb=9999.0) if step.kind == "train" else done
+
+    b = Bench(toy, tmp_path, sandbox=BigTraining())
+    (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
+    assert s.ok and s.peak_rss_mb == 9999.0
+
+
 def test_a_seed_job_without_a_learner_gives_its_gpus_to_the_evaluator_too(toy, tmp_path):
     sb = Wrapped()
     b = Bench(toy, tmp_path, sandbox=sb)
