@@ -686,9 +686,11 @@ def test_the_pristine_files_are_checked_against_their_recorded_hashes(toy, tmp_p
     b.evaluator.pristine_sha256 = {p: hashlib.sha256(x).hexdigest() for p, x in files.items()}
     assert b.evaluator.pristine() == files
     b.evaluator.pristine_sha256 = {**b.evaluator.pristine_sha256, "seed.toml": "0" * 64}
-    with pytest.raises(ScientistError, match=r"is not the one recorded .* \(seed.toml changed\); the run folder "
-                                             "was modified"):
+    with pytest.raises(ScientistError) as e:
         b.evaluator.evaluate(b.root, tmp_path / "v")
+    assert str(e.value) == ("the pristine evaluator in the run's repository is not the one recorded when the run "
+                            "was made (seed.toml changed); the run folder was modified: this run's results cannot "
+                            "be trusted")
     b.evaluator.pristine_sha256 = {"evaluate.py": "1" * 64}
     with pytest.raises(ScientistError, match=r"\(evaluate.py, seed.toml changed\)"):
         b.evaluator.pristine()
