@@ -672,8 +672,12 @@ def test_ctrl_c_also_kills_a_step_a_worker_starts_after_the_first_kill(toy, tmp_
 
     sb = Race()
     b = Bench(toy, tmp_path, workers=2, sandbox=sb)
-    with pytest.raises(KeyboardInterrupt):
-        b.evaluator.evaluate(b.root, tmp_path / "v")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a runner may have its own
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            b.evaluator.evaluate(b.root, tmp_path / "v")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert released == [("train", True), ("evaluate", True)]
 
 
