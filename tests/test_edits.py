@@ -877,3 +877,10 @@ def test_files_are_written_as_utf8_even_where_the_default_encoding_is_ascii(tmp_
                         write_text(self, data, encoding=encoding or "ascii", errors=errors, newline=newline))
     write_files(tmp_path, {"a.py": "# \u03b1 = 0.1\n"})
     assert (tmp_path / "a.py").read_bytes() == "# \u03b1 = 0.1\n".encode()
+
+
+def test_a_search_ending_in_a_blank_line_the_file_lacks_does_not_match_at_its_end():
+    # the end of a file is not a blank line: the newline added while matching must not count as one
+    with pytest.raises(EditError, match="SEARCH does not match any lines in a.py"):
+        apply_edits({"a.py": "x = 1\ny = 2\n"}, [Edit("a.py", "y = 2\n\n", "y = 3\n")], editable=("a.py",),
+                    protected=())
