@@ -85,8 +85,8 @@ class Notebook:
                 ref = reference(v, by_id)
                 text += f" ({d:+.4f} vs {ref.name})"
                 if v.predicted is not None:
-                    good = (d > 0) == self.maximize
-                    text += f"; predicted {v.predicted:+.4f}, " + _verdict(v.predicted, d, good)
+                    loss = d < 0 if self.maximize else d > 0  # no change is not a loss
+                    text += f"; predicted {v.predicted:+.4f}, " + _verdict(v.predicted, d, not loss)
             return text
         if v.status == FAILED:
             return f"FAILED: {shorten(v.error, 300)}"

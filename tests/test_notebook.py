@@ -147,6 +147,8 @@ def test_outcomes_of_each_status():
     (0.75, 0.75, True, "about as predicted"),  # measured 0.25, exactly a third: not "much smaller"
     (1.2, 0.85, True, "much smaller than predicted"),  # 0.35, between a quarter and a third
     (0.25, 1.25, True, "about as predicted"),  # measured 0.75, exactly three times: not "much larger"
+    (0.0, 0.5, True, "about as predicted"),  # no change, as predicted: not a loss, whichever the direction
+    (0.0, 0.5, False, "about as predicted"),
 ])
 def test_prediction_verdicts(predicted, fitness, maximize, verdict):
     vs = [done(0, None, 0.5), done(1, 0, fitness, predicted=predicted)]
