@@ -51,7 +51,7 @@ class Args:
 # Presets override only size fields, never the hyperparameters above.
 SCALES = {
     "test": dict(steps=4, batch_size=8, seq_len=20, d_model=32, heads=2, layers=1, log_every=1),
-    "smoke": dict(steps=1400, batch_size=128, seq_len=100, d_model=64, heads=4, layers=2, log_every=50),
+    "smoke": dict(steps=4000, batch_size=64, seq_len=100, d_model=64, heads=4, layers=2, log_every=50),
     # Thesis App. D.4/D.5: model size 256, 8 heads of key size 32, 4 layers, batch 128, 100 examples,
     # raw 784-pixel inputs (data.POOL["full"] = 1); GPU only.
     "full": dict(steps=50000, batch_size=128, seq_len=100, d_model=256, heads=8, layers=4, log_every=500),
