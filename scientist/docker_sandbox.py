@@ -222,6 +222,7 @@ class DockerSandbox:
         return c
 
     def _watch(self, c, step: Step, start: float, cancel: threading.Event | None) -> StepOutcome:
+        import docker.errors
         import requests
 
         peak, timed_out, cancelled, wait = 0.0, False, False, 0.05
@@ -238,13 +239,19 @@ class DockerSandbox:
             try:
                 c.wait(timeout=min(wait, left + 0.05))
                 break
+            except docker.errors.NotFound:  # removed while it ran: kill_all (below)
+                break
             except requests.exceptions.RequestException:  # still running, or the daemon gone
                 self._ping()
                 peak = max(peak, peak_memory_mb(c.id))
                 wait = min(WAIT_SECONDS, 2 * wait)  # short steps still get a reading
         peak = max(peak, peak_memory_mb(c.id))
         elapsed = time.monotonic() - start
-        c.reload()
+        try:
+            c.reload()
+        except docker.errors.NotFound:  # kill_all removed it (Ctrl-C, shutdown): ended, not broken
+            return StepOutcome("crash", None, elapsed, peak,
+                               f"{step.kind} failed: its container was removed while it ran")
         state = c.attrs.get("State", {})
         rc, oom = state.get("ExitCode"), bool(state.get("OOMKilled"))
         self._append_container_log(c, step)

@@ -397,6 +397,29 @@ def test_kill_all_stops_a_running_step(docker_client, tmp_path):
     assert containers(docker_client, sb.label) == []
 
 
+def test_a_container_removed_under_a_running_step_ends_it_as_a_crash(tmp_path):
+    # kill_all's race, made certain: the container is gone by the time the step reads its
+    # state (Docker answers 404), which must not read as Docker failing (a SandboxError)
+    import docker.errors
+
+    from scientist.docker_sandbox import DockerSandbox
+    from scientist.sandbox import Step
+
+    class Removed:
+        id = "0" * 64
+
+        def wait(self, timeout=None):
+            return {"StatusCode": 137}
+
+        def reload(self):
+            raise docker.errors.NotFound("No such container")
+
+    sb = DockerSandbox.__new__(DockerSandbox)  # no daemon needed for the watch itself
+    step = Step("train", "sleep 600", *step_paths(tmp_path), timeout=600, memory_mb=100)
+    got = sb._watch(Removed(), step, time.monotonic(), None)
+    assert (got.status, got.reason) == ("crash", "train failed: its container was removed while it ran")
+
+
 def test_a_command_that_cannot_start_is_a_crash(docker_client, tmp_path):
     from scientist.docker_sandbox import DockerSandbox
     from scientist.sandbox import Step
