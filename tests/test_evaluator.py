@@ -786,11 +786,9 @@ def test_the_learner_is_ended_when_the_judge_is_done(learner_seed, tmp_path):
     assert isinstance(sb.cancel, threading.Event) and sb.cancel.is_set()
 
 
-@pytest.mark.parametrize("judge_wrote", ["crash", "timeout", None])
-def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(learner_seed, tmp_path,
-                                                                             judge_wrote):
-    # the sandbox ends the learner at its limit; the judge then finds no learner (a crash to it),
-    # or sees it stop answering (a timeout), or is itself ended before it writes a verdict
+def learner_timing_out(tmp_path, then):
+    """A sandbox whose learner step ends at its time limit without running; `then(metrics)`
+    runs after the judge's step, to stand for what the judge wrote."""
     from scientist.sandbox import StepOutcome
 
     class LearnerTimesOut(Wrapped):
@@ -799,15 +797,25 @@ def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(l
                 return StepOutcome("timeout", None, 60.0, 4321.0, "time limit of 60 s reached")
             done = super().run(step, cancel)
             if step.kind == "evaluate":
-                metrics = tmp_path / "v" / "seed-0" / "metrics.json"
-                assert read_verdict(metrics)[0] == "crash"  # what this judge saw
-                if judge_wrote is None:
-                    metrics.unlink()
-                elif judge_wrote != "crash":
-                    metrics.write_text(json.dumps({"harness": {"status": judge_wrote, "reason": "no answer"}}))
+                then(tmp_path / "v" / "seed-0" / "metrics.json")
             return done
 
-    b = Bench(learner_seed, tmp_path, sandbox=LearnerTimesOut())
+    return LearnerTimesOut()
+
+
+@pytest.mark.parametrize("judge_wrote", ["crash", "timeout", None])
+def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(learner_seed, tmp_path,
+                                                                             judge_wrote):
+    # the sandbox ends the learner at its limit; the judge then finds no learner (a crash to it),
+    # or sees it stop answering (a timeout), or is itself ended before it writes a verdict
+    def judge(metrics):
+        assert read_verdict(metrics)[0] == "crash"  # what this judge saw
+        if judge_wrote is None:
+            metrics.unlink()
+        elif judge_wrote != "crash":
+            metrics.write_text(json.dumps({"harness": {"status": judge_wrote, "reason": "no answer"}}))
+
+    b = Bench(learner_seed, tmp_path, sandbox=learner_timing_out(tmp_path, judge))
     (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
     assert (s.status, s.reason) == (SEED_TIMEOUT, "timeout: the learner: time limit of 60 s reached")
     assert s.peak_rss_mb == 4321.0  # the learner's, the largest of the seed's steps
@@ -815,19 +823,10 @@ def test_a_learner_ended_at_its_time_limit_is_a_timeout_whatever_the_judge_saw(l
 
 def test_a_learner_that_broke_the_protocol_before_its_time_limit_is_a_violation(learner_seed, tmp_path):
     # the judge's verdict on what the learner did stands, even if the learner also ran out of time
-    from scientist.sandbox import StepOutcome
+    def judge(metrics):
+        metrics.write_text(json.dumps({"harness": {"status": "violated", "reason": "a reply of the wrong shape"}}))
 
-    class ViolatesThenTimesOut(Wrapped):
-        def run(self, step, cancel=None):
-            if step.kind == "learner":
-                return StepOutcome("timeout", None, 60.0, 4321.0, "time limit of 60 s reached")
-            done = super().run(step, cancel)
-            if step.kind == "evaluate":
-                (tmp_path / "v" / "seed-0" / "metrics.json").write_text(
-                    json.dumps({"harness": {"status": "violated", "reason": "a reply of the wrong shape"}}))
-            return done
-
-    b = Bench(learner_seed, tmp_path, sandbox=ViolatesThenTimesOut())
+    b = Bench(learner_seed, tmp_path, sandbox=learner_timing_out(tmp_path, judge))
     (s,) = b.evaluator.evaluate(b.root, tmp_path / "v", seeds=[0]).seeds
     assert (s.status, s.reason) == (SEED_VIOLATED, "violated: a reply of the wrong shape")
 
