@@ -176,8 +176,9 @@ class Evaluator:
         work, out = d / "work", d / "out"
         out.mkdir(parents=True)
         self.workspace.export(commit, work)
+        # no {metrics} for training: only the judge writes the metrics file
         values = dict(python=self.sandbox.python, scale=self.scale.name, seed=s, out=out.resolve())
-        try:  # (no {metrics}: only the judge writes the metrics file)
+        try:
             train = self._run(self._step("train", values, work, out, d, gpus=gpus))
         finally:
             shutil.rmtree(work, ignore_errors=True)
